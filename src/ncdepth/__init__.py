@@ -1,0 +1,2 @@
+"""ncdepth: neural collapse across depth."""
+__version__ = "0.1.0"

@@ -1,0 +1,340 @@
+"""``NeuralCollapse``: a torchmetrics ``Metric`` that streams DESIGN §1's metrics for many layers at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.distributed import gather_all_tensors
+
+from ncdepth.metrics.functional import (
+    EMPTY_CLASS_POLICIES,
+    check_labels,
+    metrics_from_statistics,
+)
+from ncdepth.metrics.stats import (
+    POOLING,
+    Anchors,
+    ClassStatistics,
+    class_sums,
+    count_invalid_labels,
+    finalize,
+    flatten_features,
+    make_anchors,
+    second_pass,
+)
+
+
+class NeuralCollapse(Metric):
+    """Per-layer neural-collapse metrics (``nc1`` ... ``nc4``, ``cdnv``, ``ncc_acc``) over a whole data set.
+
+    The metric makes two passes over the same samples (any batching, any order, any sharding across
+    processes)::
+
+        metric = NeuralCollapse(num_classes=10)
+        for x, y in loader:                      # pass 1: class counts and sums
+            logits, layers = model(x)            # layers: {name: (B, ...) embedding}
+            metric.update(layers, y)
+        metric.next_phase()                      # means fixed and, under DDP, summed across processes
+        for x, y in loader:                      # pass 2: everything else
+            logits, layers = model(x)
+            metric.update(layers, y, logits=logits)
+        metric.compute()                         # {layer: {metric_name: value}}
+
+    All states are float64 sums with ``dist_reduce_fx="sum"``; ``update`` never synchronises the host with
+    the device; checks that need values (NaN/Inf features, labels out of range, empty classes) raise
+    ``ValueError`` at :meth:`next_phase` or :meth:`compute`, naming the layer. Memory per layer is
+    ``O(C d + C^2)``: ``Sigma_W`` is kept only through its projection on the span of the centred class means,
+    which is all that ``Tr(Sigma_W Sigma_B^+)`` needs. Layers with ``d < C`` or
+    ``d <= full_covariance_max_dim`` keep the full ``d x d`` within-class scatter instead (see
+    :meth:`within_class_covariance`).
+
+    Args:
+        num_classes: ``C``.
+        classifier_layer: the layer that feeds the classifier, where ``nc3``/``nc4`` are measured
+            (default: the last layer of the first update).
+        classifier_weight: the ``C x d`` classifier weight, or a zero-argument callable returning it
+            (read at :meth:`compute`); enables ``nc3``.
+        ncc_reference: another ``NeuralCollapse`` (past its first pass) whose class means are the
+            nearest-class centres — the *train* split's metric when this one measures the test split.
+        pool: ``"flatten"`` (default) keeps every coordinate of a conv map; ``"avg"`` global-average-pools it.
+        full_covariance_max_dim: keep the full ``d x d`` within-class scatter for layers with ``d`` up to this.
+        empty_classes: ``"error"`` (default) or ``"nan"``; see :mod:`ncdepth.metrics.functional`.
+        rtol: relative eigenvalue cut-off of the pseudo-inverse of ``Sigma_B`` (default ``max(d, C) eps``).
+
+    Numerics: with float32 features, per-batch arithmetic is float32 and every sum is float64; the means are
+    removed from each sample before squaring (see :mod:`ncdepth.metrics.stats`). If TF32 matmuls are enabled
+    globally on an Ampere+ GPU, the projected scatter (and hence ``nc1``) carries ~1e-3 relative error.
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = None
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        classifier_layer: str | None = None,
+        classifier_weight: Tensor | Callable[[], Tensor] | None = None,
+        ncc_reference: NeuralCollapse | None = None,
+        pool: str = "flatten",
+        full_covariance_max_dim: int = 0,
+        empty_classes: str = "error",
+        rtol: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if int(num_classes) != num_classes or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}")
+        if pool not in POOLING:
+            raise ValueError(f"pool must be one of {list(POOLING)}, got {pool!r}")
+        if empty_classes not in EMPTY_CLASS_POLICIES:
+            raise ValueError(
+                f"empty_classes must be one of {list(EMPTY_CLASS_POLICIES)}, got {empty_classes!r}"
+            )
+        self.num_classes = int(num_classes)
+        self.classifier_layer = classifier_layer
+        self.classifier_weight = classifier_weight
+        self.ncc_reference = ncc_reference
+        self.pool = pool
+        self.full_covariance_max_dim = full_covariance_max_dim
+        self.empty_classes = empty_classes
+        self.rtol = rtol
+        scalar = torch.zeros((), dtype=torch.float64)
+        self.add_state("invalid_labels", scalar.clone(), dist_reduce_fx="sum")
+        self.add_state("logit_rows", scalar.clone(), dist_reduce_fx="sum")
+        self._layers: dict[str, int] = {}  # layer name -> d, in first-update order
+        self._dtypes: dict[str, torch.dtype] = {}  # layer name -> per-batch working precision
+        self._anchors: dict[str, Anchors] = {}
+        self._means: dict[str, Tensor] = {}
+        self._phase = 1
+
+    # ------------------------------------------------------------------ state bookkeeping
+    @property
+    def phase(self) -> int:
+        """1 while class sums are accumulated, 2 after :meth:`next_phase`."""
+        return self._phase
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self._layers)
+
+    def _state(self, layer: str, kind: str) -> Tensor:
+        return getattr(self, f"_{kind}_{list(self._layers).index(layer)}")
+
+    def _add_state(self, layer: str, kind: str, default: Tensor) -> None:
+        self.add_state(f"_{kind}_{len(self._layers) - 1}", default, dist_reduce_fx="sum")
+
+    def _full_scatter(self, layer: str) -> bool:
+        dim = self._layers[layer]
+        return dim < self.num_classes or dim <= self.full_covariance_max_dim
+
+    def _register(self, layer: str, h: Tensor) -> None:
+        dim, device = h.shape[1], h.device
+        self._layers[layer] = dim
+        self._dtypes[layer] = h.dtype
+        num_classes = self.num_classes
+        side = dim if self._full_scatter(layer) else num_classes
+        zeros = dict(dtype=torch.float64, device=device)
+        self._add_state(layer, "counts", torch.zeros(num_classes, **zeros))
+        self._add_state(layer, "sums", torch.zeros(num_classes, dim, **zeros))
+        self._add_state(layer, "offsets", torch.zeros(num_classes, dim, **zeros))
+        self._add_state(layer, "within_sq", torch.zeros(num_classes, **zeros))
+        self._add_state(layer, "scatter", torch.zeros(side, side, **zeros))
+        self._add_state(layer, "ncc_correct", torch.zeros(num_classes, **zeros))
+        self._add_state(layer, "nc4_disagreements", torch.zeros((), **zeros))
+
+    # ------------------------------------------------------------------ the two passes
+    def update(
+        self,
+        features: Mapping[str, Tensor] | Tensor,
+        labels: Tensor,
+        logits: Tensor | None = None,
+    ) -> None:
+        """Add one batch. ``features``: ``{layer: (B, ...)}`` (or one tensor, layer ``"features"``);
+        ``labels``: ``(B,)`` int; ``logits``: ``(B, C)`` network outputs, used in pass 2 for ``nc4``."""
+        layers = {"features": features} if isinstance(features, Tensor) else dict(features)
+        if not layers:
+            raise ValueError("features must hold at least one layer")
+        batch = {name: flatten_features(value, self.pool) for name, value in layers.items()}
+        rows = next(iter(batch.values())).shape[0]
+        check_labels(labels, rows, self.num_classes)
+        for name, h in batch.items():
+            if h.shape[0] != rows:
+                raise ValueError(
+                    f"layer {name!r} has {h.shape[0]} rows but the batch has {rows} labels"
+                )
+        labels = labels.to(device=next(iter(batch.values())).device, dtype=torch.long)
+        if self._phase == 1:
+            self._first_pass(batch, labels)
+        else:
+            self._second_pass(batch, labels, logits)
+
+    def _first_pass(self, batch: dict[str, Tensor], labels: Tensor) -> None:
+        if not self._layers:
+            for name, h in batch.items():
+                self._register(name, h)
+            if self.classifier_layer is None:
+                self.classifier_layer = list(self._layers)[-1]
+        self._check_layers(batch)
+        self.invalid_labels += count_invalid_labels(labels, self.num_classes)
+        for name, h in batch.items():
+            counts, sums = class_sums(h, labels, self.num_classes)
+            self._state(name, "counts").add_(counts)
+            self._state(name, "sums").add_(sums)
+
+    def _second_pass(
+        self, batch: dict[str, Tensor], labels: Tensor, logits: Tensor | None
+    ) -> None:
+        self._check_layers(batch)
+        if logits is not None:
+            self.logit_rows += labels.shape[0]
+        for name, h in batch.items():
+            result = second_pass(h, labels, self._anchors[name], full_scatter=self._full_scatter(name))
+            self._state(name, "offsets").add_(result.offsets)
+            self._state(name, "within_sq").add_(result.within_sq)
+            self._state(name, "scatter").add_(result.scatter)
+            self._state(name, "ncc_correct").add_(result.ncc_correct)
+            if logits is not None and name == self.classifier_layer:
+                disagreements = (logits.argmax(1) != result.ncc_prediction).sum()
+                self._state(name, "nc4_disagreements").add_(disagreements)
+
+    def _check_layers(self, batch: Mapping[str, Tensor]) -> None:
+        if list(batch) != list(self._layers):
+            raise ValueError(f"expected layers {list(self._layers)}, got {list(batch)}")
+        for name, h in batch.items():
+            if h.shape[1] != self._layers[name]:
+                raise ValueError(
+                    f"layer {name!r} has dimension {h.shape[1]}, expected {self._layers[name]}"
+                )
+
+    def next_phase(self) -> None:
+        """End pass 1: sum the class counts and sums over processes, check them, and fix the means."""
+        if self._phase != 1:
+            raise RuntimeError("next_phase() was already called; call reset() to start over")
+        if not self._layers:
+            raise RuntimeError("next_phase() before any update(): pass 1 saw no data")
+        counts_sums = self._global_first_pass()
+        if float(self._reduced(self.invalid_labels)) > 0:
+            raise ValueError(f"labels must lie in 0..{self.num_classes - 1}")
+        reference = self._reference_centres()
+        for name, (counts, sums) in counts_sums.items():
+            if not bool(torch.isfinite(sums).all()):
+                raise ValueError(f"layer {name!r}: features contain NaN or Inf")
+            empty = (counts == 0).nonzero().flatten().tolist()
+            if empty and self.empty_classes == "error":
+                raise ValueError(
+                    f"classes {empty} have no samples in layer {name!r}; pass "
+                    "empty_classes='nan' to get NaN for the metrics that need every class mean"
+                )
+            centres, absent = reference.get(name, (None, None))
+            self._anchors[name] = make_anchors(counts, sums, self._dtypes[name], centres, absent)
+            means = sums / counts[:, None]
+            self._means[name] = means.masked_fill((counts == 0)[:, None], float("nan"))
+        self._phase = 2
+
+    def _global_first_pass(self) -> dict[str, tuple[Tensor, Tensor]]:
+        return {
+            name: (
+                self._reduced(self._state(name, "counts")),
+                self._reduced(self._state(name, "sums")),
+            )
+            for name in self._layers
+        }
+
+    def _reduced(self, tensor: Tensor) -> Tensor:
+        """The sum of ``tensor`` over all processes (itself when not distributed)."""
+        if not (self.dist_sync_on_step or self.sync_on_compute) or not _distributed():
+            return tensor
+        return torch.stack(gather_all_tensors(tensor, group=self.process_group)).sum(0)
+
+    def _reference_centres(self) -> dict[str, tuple[Tensor, Tensor]]:
+        if self.ncc_reference is None:
+            return {}
+        means = self.ncc_reference.class_means()
+        missing = [name for name in self._layers if name not in means]
+        if missing:
+            raise ValueError(f"ncc_reference has no layers {missing}")
+        return {name: (torch.nan_to_num(m), m.isnan().any(1)) for name, m in means.items()}
+
+    # ------------------------------------------------------------------ results
+    def class_means(self) -> dict[str, Tensor]:
+        """``{layer: (C, d)}`` float64 class means over all processes, NaN rows for empty classes
+        (available after :meth:`next_phase`)."""
+        if self._phase != 2:
+            raise RuntimeError("class means are fixed by next_phase(); call it first")
+        return dict(self._means)
+
+    def _statistics(self) -> dict[str, ClassStatistics]:
+        """The finished float64 sufficient statistics of every layer, from the current states."""
+        if self._phase != 2:
+            raise RuntimeError("compute() needs both passes: call next_phase() and pass 2 first")
+        with_logits = float(self.logit_rows) > 0
+        if with_logits and self.logit_rows != self._state(self.classifier_layer, "counts").sum():
+            raise ValueError("pass 2 must pass logits with every batch or with none")
+        for name in self._layers:
+            if not bool(torch.isfinite(self._state(name, "within_sq")).all()):
+                raise ValueError(f"layer {name!r}: features contain NaN or Inf in pass 2")
+        return {
+            name: finalize(
+                self._state(name, "counts"),
+                self._anchors[name],
+                self._state(name, "offsets"),
+                self._state(name, "within_sq"),
+                self._state(name, "scatter"),
+                self._state(name, "ncc_correct"),
+                self._state(name, "nc4_disagreements")
+                if with_logits and name == self.classifier_layer
+                else None,
+                full_scatter=self._full_scatter(name),
+            )
+            for name in self._layers
+        }
+
+    def compute(self) -> dict[str, dict[str, float]]:
+        """``{layer: {metric: value}}`` for every layer, metric names as in DESIGN §1; ``nc3`` and ``nc4``
+        only for the classifier layer, when the classifier weight and the logits were given."""
+        weight = self.classifier_weight
+        if callable(weight):
+            weight = weight()
+        return {
+            name: metrics_from_statistics(
+                stats,
+                weight=weight if name == self.classifier_layer else None,
+                rtol=self.rtol,
+                empty_classes=self.empty_classes,
+                layer=name,
+            )
+            for name, stats in self._statistics().items()
+        }
+
+    def within_class_covariance(self, layer: str) -> Tensor:
+        """The full ``d x d`` pooled ``Sigma_W`` (summed over processes) of a layer that keeps it
+        (``d < C`` or ``d <= full_covariance_max_dim``), e.g. for its spectrum."""
+        if layer not in self._layers or not self._full_scatter(layer):
+            raise ValueError(
+                f"layer {layer!r} keeps no full covariance; layers that do: "
+                f"{[name for name in self._layers if self._full_scatter(name)]} "
+                "(raise full_covariance_max_dim to include more)"
+            )
+        with self.sync_context(should_sync=_distributed()):
+            stats = self._statistics()[layer]
+        return stats.full_scatter / stats.counts.sum()
+
+    def reset(self) -> None:
+        """Forget all data and return to pass 1 (layers stay registered)."""
+        super().reset()
+        self._anchors = {}
+        self._means = {}
+        self._phase = 1
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("NeuralCollapse needs two passes: use update(), next_phase() and compute()")
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
