@@ -165,9 +165,7 @@ class NeuralCollapse(Metric):
         check_labels(labels, rows, self.num_classes)
         for name, h in batch.items():
             if h.shape[0] != rows:
-                raise ValueError(
-                    f"layer {name!r} has {h.shape[0]} rows but the batch has {rows} labels"
-                )
+                raise ValueError(f"layer {name!r} has {h.shape[0]} rows but the batch has {rows} labels")
         labels = labels.to(device=next(iter(batch.values())).device, dtype=torch.long)
         if self._phase == 1:
             self._first_pass(batch, labels)
@@ -187,9 +185,7 @@ class NeuralCollapse(Metric):
             self._state(name, "counts").add_(counts)
             self._state(name, "sums").add_(sums)
 
-    def _second_pass(
-        self, batch: dict[str, Tensor], labels: Tensor, logits: Tensor | None
-    ) -> None:
+    def _second_pass(self, batch: dict[str, Tensor], labels: Tensor, logits: Tensor | None) -> None:
         self._check_layers(batch)
         if logits is not None:
             self.logit_rows += labels.shape[0]
@@ -208,9 +204,7 @@ class NeuralCollapse(Metric):
             raise ValueError(f"expected layers {list(self._layers)}, got {list(batch)}")
         for name, h in batch.items():
             if h.shape[1] != self._layers[name]:
-                raise ValueError(
-                    f"layer {name!r} has dimension {h.shape[1]}, expected {self._layers[name]}"
-                )
+                raise ValueError(f"layer {name!r} has dimension {h.shape[1]}, expected {self._layers[name]}")
 
     def next_phase(self) -> None:
         """End pass 1: sum the class counts and sums over processes, check them, and fix the means."""

@@ -129,9 +129,7 @@ def metrics_from_statistics(
     NCC/network disagreements. ``layer`` only names the layer in error messages.
     """
     if empty_classes not in EMPTY_CLASS_POLICIES:
-        raise ValueError(
-            f"empty_classes must be one of {list(EMPTY_CLASS_POLICIES)}, got {empty_classes!r}"
-        )
+        raise ValueError(f"empty_classes must be one of {list(EMPTY_CLASS_POLICIES)}, got {empty_classes!r}")
     where = f" in layer {layer!r}" if layer is not None else ""
     counts = stats.counts
     total = counts.sum()
@@ -212,9 +210,7 @@ def _nc2(gram: Tensor) -> dict[str, float]:
         "nc2_equinorm": float(norms.std() / norms.mean()),
         "nc2_equiangle": float(off_diagonal.std()),
         "nc2_maxangle": float((off_diagonal + 1.0 / (num_classes - 1)).abs().mean()),
-        "nc2_etf": float(
-            torch.linalg.matrix_norm(gram / gram.norm() - etf / etf.norm(), ord="fro")
-        ),
+        "nc2_etf": float(torch.linalg.matrix_norm(gram / gram.norm() - etf / etf.norm(), ord="fro")),
     }
 
 
@@ -223,8 +219,7 @@ def _nc3(weight: Tensor, centred: Tensor) -> float:
     weight = weight.detach().to(centred)
     if weight.shape != centred.shape:
         raise ValueError(
-            f"classifier weight must have shape {tuple(centred.shape)} (C, d), "
-            f"got {tuple(weight.shape)}"
+            f"classifier weight must have shape {tuple(centred.shape)} (C, d), got {tuple(weight.shape)}"
         )
     return float((weight / weight.norm() - centred / centred.norm()).pow(2).sum())
 
@@ -315,9 +310,7 @@ def ncc_predict(features: Tensor, means: Tensor) -> Tensor:
     return distances.argmin(1)
 
 
-def ncc_acc(
-    features: Tensor, labels: Tensor, num_classes: int, *, means: Tensor | None = None
-) -> float:
+def ncc_acc(features: Tensor, labels: Tensor, num_classes: int, *, means: Tensor | None = None) -> float:
     """Fraction of samples whose nearest class centre is their label.
 
     ``means`` ``(C, d)`` are the centres (DESIGN: the *train* split's class means); by default the class

@@ -63,12 +63,12 @@ def class_sums(h: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Ten
     Labels outside ``0..C-1`` are ignored here (they are counted by :func:`count_invalid_labels`).
     """
     valid = (labels >= 0) & (labels < num_classes)
-    index = labels.clamp(0, num_classes - 1)
-    weights = valid.to(h.dtype)
-    counts = torch.zeros(num_classes, dtype=torch.float64, device=h.device)
-    counts.index_add_(0, index, weights.double())
-    sums = torch.zeros(num_classes, h.shape[1], dtype=h.dtype, device=h.device)
-    sums.index_add_(0, index, h * weights[:, None])
+    index = torch.where(valid, labels, num_classes)  # invalid labels land in a discarded extra row
+    counts = torch.zeros(num_classes + 1, dtype=torch.float64, device=h.device)
+    counts.index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
+    sums = torch.zeros(num_classes + 1, h.shape[1], dtype=h.dtype, device=h.device)
+    sums.index_add_(0, index, h)
+    counts, sums = counts[:num_classes], sums[:num_classes]
     return counts, sums.double()
 
 
@@ -155,11 +155,10 @@ def second_pass(h: Tensor, labels: Tensor, anchors: Anchors, *, full_scatter: bo
     where ``(h_i - hi_y) . (hi_y - nu_k) = z_{i,y} - z'_{i,k}`` up to the float32 rounding of the means.
     """
     num_classes = anchors.num_classes
-    valid = (labels >= 0) & (labels < num_classes)
-    index = labels.clamp(0, num_classes - 1)
-    diff = h - anchors.hi[index]
-    diff = diff * valid[:, None].to(diff.dtype)
-    sq = (diff * diff).sum(1).double()
+    index = labels.clamp(0, num_classes - 1)  # out-of-range labels were rejected after pass 1
+    centres = anchors.hi.index_select(0, index)
+    diff = torch.sub(h, centres, out=centres)
+    sq = torch.linalg.vector_norm(diff, dim=1).double().square()
     projections = (diff @ anchors.directions).double()
     own = projections[:, :num_classes]
     to_centres = own if anchors.own_centres else projections[:, num_classes:]
@@ -172,7 +171,7 @@ def second_pass(h: Tensor, labels: Tensor, anchors: Anchors, *, full_scatter: bo
     offsets = torch.zeros_like(anchors.hi).index_add_(0, index, diff).double()
     zeros = torch.zeros(num_classes, dtype=torch.float64, device=h.device)
     within_sq = zeros.index_add(0, index, sq)
-    ncc_correct = zeros.index_add(0, index, ((prediction == labels) & valid).double())
+    ncc_correct = zeros.index_add(0, index, (prediction == labels).double())
     if full_scatter:
         d64 = diff.double()
         scatter = d64.T @ d64
