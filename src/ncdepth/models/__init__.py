@@ -1,0 +1,17 @@
+"""Depth-configurable networks that expose every layer's embedding.
+
+Every model is a ``LayeredNet``: ``model(x) -> (logits, embeddings)`` with ``embeddings`` an
+``OrderedDict`` of the measured layers in depth order (``model.layer_names``),
+``model.classifier`` the final ``nn.Linear`` and ``model.classifier_layer`` the name of the
+embedding that feeds it. See ``ncdepth.models.base`` for the full contract.
+"""
+
+from ncdepth.models.base import LayeredNet
+from ncdepth.models.convnet import ConvNet
+from ncdepth.models.fcn2 import FCN2
+from ncdepth.models.mlp import MLP
+from ncdepth.models.registry import MODELS, build_model
+from ncdepth.models.resnet import ResNet
+from ncdepth.models.vgg import VGG
+
+__all__ = ["FCN2", "MLP", "MODELS", "VGG", "ConvNet", "LayeredNet", "ResNet", "build_model"]
