@@ -19,6 +19,7 @@ from ncdepth.metrics.stats import (
     POOLING,
     Anchors,
     ClassStatistics,
+    class_counts,
     class_sums,
     count_invalid_labels,
     finalize,
@@ -107,6 +108,9 @@ class NeuralCollapse(Metric):
         scalar = torch.zeros((), dtype=torch.float64)
         self.add_state("invalid_labels", scalar.clone(), dist_reduce_fx="sum")
         self.add_state("logit_rows", scalar.clone(), dist_reduce_fx="sum")
+        self.add_state(
+            "second_pass_counts", torch.zeros(self.num_classes, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self._layers: dict[str, int] = {}  # layer name -> d, in first-update order
         self._dtypes: dict[str, torch.dtype] = {}  # layer name -> per-batch working precision
         self._anchors: dict[str, Anchors] = {}
@@ -187,6 +191,7 @@ class NeuralCollapse(Metric):
 
     def _second_pass(self, batch: dict[str, Tensor], labels: Tensor, logits: Tensor | None) -> None:
         self._check_layers(batch)
+        self.second_pass_counts += class_counts(labels, self.num_classes)
         if logits is not None:
             self.logit_rows += labels.shape[0]
         for name, h in batch.items():
@@ -267,8 +272,14 @@ class NeuralCollapse(Metric):
         """The finished float64 sufficient statistics of every layer, from the current states."""
         if self._phase != 2:
             raise RuntimeError("compute() needs both passes: call next_phase() and pass 2 first")
+        counts = self._state(self.classifier_layer, "counts")
+        if not torch.equal(self.second_pass_counts, counts):
+            raise ValueError(
+                "pass 2 must see the same samples as pass 1: per-class counts "
+                f"{self.second_pass_counts.tolist()} in pass 2 vs {counts.tolist()} in pass 1"
+            )
         with_logits = float(self.logit_rows) > 0
-        if with_logits and self.logit_rows != self._state(self.classifier_layer, "counts").sum():
+        if with_logits and self.logit_rows != counts.sum():
             raise ValueError("pass 2 must pass logits with every batch or with none")
         for name in self._layers:
             if not bool(torch.isfinite(self._state(name, "within_sq")).all()):

@@ -245,6 +245,8 @@ def neural_collapse(
 def classifier_logits(features: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``h W^T + b`` in float64."""
     h = features.reshape(features.shape[0], -1).double()
+    if weight.ndim != 2 or weight.shape[1] != h.shape[1]:
+        raise ValueError(f"classifier weight must have shape (C, {h.shape[1]}), got {tuple(weight.shape)}")
     logits = h @ weight.detach().to(h).T
     return logits if bias is None else logits + bias.detach().to(h)
 

@@ -64,12 +64,16 @@ def class_sums(h: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Ten
     """
     valid = (labels >= 0) & (labels < num_classes)
     index = torch.where(valid, labels, num_classes)  # invalid labels land in a discarded extra row
-    counts = torch.zeros(num_classes + 1, dtype=torch.float64, device=h.device)
-    counts.index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
     sums = torch.zeros(num_classes + 1, h.shape[1], dtype=h.dtype, device=h.device)
     sums.index_add_(0, index, h)
-    counts, sums = counts[:num_classes], sums[:num_classes]
-    return counts, sums.double()
+    return class_counts(labels, num_classes), sums[:num_classes].double()
+
+
+def class_counts(labels: Tensor, num_classes: int) -> Tensor:
+    """``(C,)`` float64 counts of the labels in ``0..C-1`` (no host sync)."""
+    counts = torch.zeros(num_classes + 1, dtype=torch.float64, device=labels.device)
+    index = torch.where((labels >= 0) & (labels < num_classes), labels, num_classes)
+    return counts.index_add_(0, index, torch.ones_like(index, dtype=torch.float64))[:num_classes]
 
 
 def count_invalid_labels(labels: Tensor, num_classes: int) -> Tensor:
