@@ -1,2 +1,3 @@
 """ncdepth: neural collapse across depth."""
+
 __version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Command-line entry points: ``ncdepth-train`` (:mod:`ncdepth.cli.train`)."""

@@ -1,0 +1,100 @@
+"""The two-pass neural-collapse analysis of one split: forward passes feeding ``NeuralCollapse``.
+
+A split's loader yields ``(x, *label_columns)``, e.g. ``(x, y_trained, y_clean)``; each
+``NeuralCollapse`` reads one label column, and every metric is updated from the *same* forward
+pass. Pass 1 accumulates class sums, pass 2 everything else (see ``ncdepth.metrics``).
+
+Feature cache: the model computes every layer in one forward pass, so skipping part of pass 2's
+forward is only possible when *all* layers are kept. With a budget of ``cache_bytes`` > 0, pass 1
+keeps every batch's embeddings and logits while their running total fits; the first batch that
+overflows the budget drops the cache and pass 2 recomputes the forward pass. When it fits, pass 2
+replays the cache and runs no forward pass at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ncdepth.metrics import NeuralCollapse
+
+
+@dataclass(frozen=True)
+class SplitAnalysis:
+    """What one analysis of a split measured besides the NC metrics.
+
+    ``accuracy``: for each metric's name, the network's accuracy (argmax of the logits) against
+    that metric's labels. ``cached``: whether pass 2 replayed the feature cache.
+    """
+
+    accuracy: dict[str, float]
+    cached: bool
+
+
+def analyse_split(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, ...]],
+    metrics: Mapping[str, tuple[NeuralCollapse, int]],
+    *,
+    device: torch.device,
+    cache_bytes: int = 0,
+) -> SplitAnalysis:
+    """Run both passes of every metric in ``metrics`` (``name -> (metric, label column)``, column
+    ``i`` being ``batch[i]``) over ``batches`` with gradients off; the caller sets eval mode.
+
+    The metrics are reset first and left after ``next_phase`` and pass 2, ready for ``compute()``.
+    ``batches`` must be re-iterable in a fixed order (a ``DataLoader`` without shuffling).
+    """
+    for metric, _ in metrics.values():
+        metric.reset()
+    correct = {name: torch.zeros((), dtype=torch.float64, device=device) for name in metrics}
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    cache: list[tuple[Tensor, Mapping[str, Tensor], list[Tensor]]] | None = [] if cache_bytes > 0 else None
+    cached_bytes = 0
+    with torch.no_grad():
+        for batch in batches:
+            x, *labels = (tensor.to(device) for tensor in batch)
+            logits, embeddings = model(x)
+            predictions = logits.argmax(dim=1)
+            total += predictions.shape[0]
+            for name, (metric, column) in metrics.items():
+                metric.update(embeddings, labels[column - 1])
+                correct[name] += (predictions == labels[column - 1]).sum()
+            if cache is not None:
+                cached_bytes += _nbytes(logits) + sum(_nbytes(h) for h in embeddings.values())
+                if cached_bytes <= cache_bytes:
+                    cache.append((logits, embeddings, labels))
+                else:
+                    cache = None
+        for metric, _ in metrics.values():
+            metric.next_phase()
+        replay = cache if cache is not None else _forward(model, batches, device)
+        for logits, embeddings, labels in replay:
+            for metric, column in metrics.values():
+                metric.update(embeddings, labels[column - 1], logits=logits)
+    total = _sum_over_processes(total)
+    accuracy = {name: float(_sum_over_processes(c) / total) for name, c in correct.items()}
+    return SplitAnalysis(accuracy=accuracy, cached=cache is not None)
+
+
+def _forward(
+    model: nn.Module, batches: Iterable[tuple[Tensor, ...]], device: torch.device
+) -> Iterable[tuple[Tensor, Mapping[str, Tensor], list[Tensor]]]:
+    for batch in batches:
+        x, *labels = (tensor.to(device) for tensor in batch)
+        logits, embeddings = model(x)
+        yield logits, embeddings, labels
+
+
+def _nbytes(tensor: Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def _sum_over_processes(value: Tensor) -> Tensor:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        value = value.clone()
+        torch.distributed.all_reduce(value)
+    return value

@@ -1,0 +1,270 @@
+"""``NeuralCollapseCallback``: measure neural collapse at every layer while a model trains."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from rich.console import Console
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
+
+from ncdepth.metrics import NeuralCollapse, effective_depth
+from ncdepth.training.analysis import analyse_split
+from ncdepth.training.config import AnalysisConfig
+from ncdepth.training.head_geometry import head_geometry
+from ncdepth.training.results import (
+    SplitResults,
+    TidyTable,
+    layer_table,
+    plot_ncc_train_accuracy,
+    write_summary,
+)
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "summary.json"
+FIGURE_FILE = Path("figures") / "ncc_train_acc.png"
+
+
+class NeuralCollapseCallback(pl.Callback):
+    """Every ``settings.every_n_epochs`` epochs, before the first epoch and after the last, run the
+    two-pass analysis of every layer of ``pl_module.model`` (no grad, eval mode, restored after).
+
+    Splits (one ``NeuralCollapse`` each, all layers at once), from the datamodule's
+    ``analysis_dataloader``: ``"train"`` with the labels the network is trained on,
+    ``"train_clean"`` with the clean labels when the datamodule's ``noise_mask`` flags any label
+    (both updated from the same forward passes), and ``"test"``, whose ``ncc_acc`` uses the train
+    split's class means. ``nc3`` reads ``model.classifier.weight``; ``nc4`` the logits.
+    With a deep linear head, the train split's head layers also get the UFM geometry of
+    :mod:`ncdepth.training.head_geometry` (``geom_*``, ``minority_*``).
+
+    After each analysis at ``epoch`` (completed epochs; 0 = initialisation) it logs
+    ``nc/{split}/{layer}/{metric}``, ``nc/{split}/network_acc``, ``nc/effective_depth@{eps}``
+    (``effective_depth`` of the train split's NCC errors ``1 - ncc_acc``), and the timings
+    ``timing/analysis_s`` and ``timing/train_epoch_s`` to the Lightning loggers and the run log.
+    With a ``run_dir``, rank zero also appends to ``metrics.csv`` and, when training ends, writes
+    ``summary.json`` and ``figures/ncc_train_acc.png`` and prints the per-layer table. The terminal
+    phase is the first analysed epoch at which the network fits every trained label (eval mode).
+
+    ``config`` (the resolved run config) is copied into ``summary.json``.
+    """
+
+    def __init__(
+        self,
+        settings: AnalysisConfig | None = None,
+        *,
+        run_dir: str | Path | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = settings or AnalysisConfig()
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.config = dict(config or {})
+        self.table = None if self.run_dir is None else TidyTable(self.run_dir / METRICS_FILE)
+        self.terminal_phase_epoch: int | None = None
+        self.last_analysed_epoch: int | None = None
+        self.analysis_seconds: list[float] = []
+        self.epoch_seconds: list[float] = []
+        self.last_results: SplitResults = {}
+        self.last_accuracy: dict[str, float] = {}
+        self._restored = False
+        self._epoch_started = 0.0
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Fresh run: clear earlier rows and measure the initialisation (epoch 0). Resumed run:
+        drop the rows of epochs after the checkpoint, which are about to be measured again."""
+        if self._restored:
+            self._truncate(trainer, from_epoch=trainer.current_epoch + 1)
+            return
+        self._truncate(trainer, from_epoch=0)
+        self.analyse(trainer, pl_module, epoch=0)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Start the clock of this training epoch."""
+        self._epoch_started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Record the epoch's time (training and validation); analyse every ``every_n_epochs``."""
+        self.epoch_seconds.append(time.perf_counter() - self._epoch_started)
+        completed = trainer.current_epoch + 1
+        if completed % self.settings.every_n_epochs == 0:
+            self.analyse(trainer, pl_module, epoch=completed)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Measure the final network unless its epoch was just measured, then write the summary,
+        the figure and the per-layer table."""
+        final_epoch = trainer.current_epoch
+        if self.last_analysed_epoch != final_epoch or not self.last_results:
+            self.analyse(trainer, pl_module, epoch=final_epoch)
+        if self.run_dir is None or not trainer.is_global_zero:
+            return
+        write_summary(self.run_dir / SUMMARY_FILE, self.summary(trainer))
+        if self.table is not None:
+            plot_ncc_train_accuracy(self.table.read(), self.run_dir / FIGURE_FILE)
+        Console().print(layer_table(self.last_results, self.effective_depths(), final_epoch))
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to finish the same summary as an uninterrupted one."""
+        return {
+            "terminal_phase_epoch": self.terminal_phase_epoch,
+            "last_analysed_epoch": self.last_analysed_epoch,
+            "analysis_seconds": list(self.analysis_seconds),
+            "epoch_seconds": list(self.epoch_seconds),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` from a checkpoint; the run is then a resumed one."""
+        self.terminal_phase_epoch = state_dict["terminal_phase_epoch"]
+        self.last_analysed_epoch = state_dict["last_analysed_epoch"]
+        self.analysis_seconds = list(state_dict["analysis_seconds"])
+        self.epoch_seconds = list(state_dict["epoch_seconds"])
+        self._restored = True
+
+    # ------------------------------------------------------------------ the analysis
+    def analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
+        """Measure every split at ``epoch``, then log and record the results (class docstring)."""
+        model: nn.Module = pl_module.model
+        datamodule = trainer.datamodule
+        started = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        try:
+            results, accuracy = self._measure(trainer, model, datamodule, pl_module.device)
+        finally:
+            model.train(was_training)
+        seconds = time.perf_counter() - started
+        self.analysis_seconds.append(seconds)
+        self.last_results, self.last_accuracy = results, accuracy
+        self.last_analysed_epoch = epoch
+        if self.terminal_phase_epoch is None and accuracy["train"] == 1.0:
+            self.terminal_phase_epoch = epoch
+        self._log(trainer, epoch, seconds)
+        if self.table is not None and trainer.is_global_zero:
+            self.table.append(epoch, results)
+
+    def _measure(
+        self,
+        trainer: pl.Trainer,
+        model: nn.Module,
+        datamodule: pl.LightningDataModule,
+        device: torch.device,
+    ) -> tuple[SplitResults, dict[str, float]]:
+        num_classes = model.classifier.out_features
+        options = {
+            "classifier_layer": model.classifier_layer,
+            "classifier_weight": lambda: model.classifier.weight.detach(),
+            "pool": self.settings.pool,
+            "full_covariance_max_dim": self.settings.full_covariance_max_dim,
+        }
+        train = NeuralCollapse(num_classes, **options).to(device)
+        train_metrics: dict[str, tuple[NeuralCollapse, int]] = {"train": (train, 1)}
+        if _has_label_noise(datamodule):
+            train_metrics["train_clean"] = (NeuralCollapse(num_classes, **options).to(device), 2)
+        test = NeuralCollapse(num_classes, ncc_reference=train, **options).to(device)
+        cache_bytes = int(self.settings.cache_features_mb * 2**20)
+        loaders = {
+            "train": _shard(datamodule.analysis_dataloader("train"), trainer),
+            "test": _shard(datamodule.analysis_dataloader("test"), trainer),
+        }
+        train_run = analyse_split(
+            model, loaders["train"], train_metrics, device=device, cache_bytes=cache_bytes
+        )
+        test_run = analyse_split(
+            model, loaders["test"], {"test": (test, 1)}, device=device, cache_bytes=cache_bytes
+        )
+        metrics = {**train_metrics, "test": (test, 1)}
+        results = {split: metric.compute() for split, (metric, _) in metrics.items()}
+        for layer, geometry in head_geometry(model, train, trainer.lightning_module).items():
+            results["train"][layer].update(geometry)
+        return results, {**train_run.accuracy, **test_run.accuracy}
+
+    def effective_depths(self) -> dict[float, int | None]:
+        """``{eps: effective depth}`` of the last analysis, from the train split's NCC errors."""
+        errors = [1.0 - layer["ncc_acc"] for layer in self.last_results["train"].values()]
+        return {eps: effective_depth(errors, eps) for eps in self.settings.eps}
+
+    def timings(self) -> dict[str, float | int]:
+        """Mean seconds per analysis and per training epoch, and their ratio."""
+        analysis = sum(self.analysis_seconds) / max(len(self.analysis_seconds), 1)
+        epoch = sum(self.epoch_seconds) / max(len(self.epoch_seconds), 1)
+        return {
+            "analyses": len(self.analysis_seconds),
+            "analysis_seconds_mean": analysis,
+            "train_epochs": len(self.epoch_seconds),
+            "train_epoch_seconds_mean": epoch,
+            "analysis_over_epoch": analysis / epoch if epoch > 0 else float("nan"),
+        }
+
+    def summary(self, trainer: pl.Trainer) -> dict[str, Any]:
+        """The content of ``summary.json`` (see the module docstring of ``results``)."""
+        datamodule = trainer.datamodule
+        return {
+            "epoch": self.last_analysed_epoch,
+            "layers": list(self.last_results["train"]),
+            "effective_depth": {str(eps): d for eps, d in self.effective_depths().items()},
+            "terminal_phase_epoch": self.terminal_phase_epoch,
+            "accuracy": dict(self.last_accuracy),
+            "final_metrics": self.last_results,
+            "data": datamodule.data_report() if hasattr(datamodule, "data_report") else {},
+            "timings": self.timings(),
+            "config": self.config,
+        }
+
+    def _log(self, trainer: pl.Trainer, epoch: int, seconds: float) -> None:
+        flat: dict[str, float] = {"epoch": float(epoch), "timing/analysis_s": seconds}
+        for split, layers in self.last_results.items():
+            flat[f"nc/{split}/network_acc"] = self.last_accuracy[split]
+            for layer, metrics in layers.items():
+                for name, value in metrics.items():
+                    flat[f"nc/{split}/{layer}/{name}"] = value
+        depths = self.effective_depths()
+        for eps, depth in depths.items():
+            flat[f"nc/effective_depth@{eps:g}"] = float("nan") if depth is None else float(depth)
+        if self.epoch_seconds:
+            flat["timing/train_epoch_s"] = self.epoch_seconds[-1]
+        for logger in trainer.loggers:
+            logger.log_metrics(flat, step=trainer.global_step)
+        if trainer.is_global_zero:
+            epoch_time = f"{self.epoch_seconds[-1]:.2f}s" if self.epoch_seconds else "n/a"
+            log.info(
+                "epoch %d: NC analysis %.2fs (last training epoch %s); train acc %.4f, "
+                "test acc %.4f; effective depth %s",
+                epoch,
+                seconds,
+                epoch_time,
+                self.last_accuracy["train"],
+                self.last_accuracy["test"],
+                {f"{eps:g}": depth for eps, depth in depths.items()},
+            )
+
+    def _truncate(self, trainer: pl.Trainer, from_epoch: int) -> None:
+        if self.table is not None and trainer.is_global_zero:
+            self.table.truncate(from_epoch)
+
+
+def _has_label_noise(datamodule: pl.LightningDataModule) -> bool:
+    noise_mask: Tensor | None = getattr(datamodule, "noise_mask", None)
+    return noise_mask is not None and bool(torch.as_tensor(noise_mask).any())
+
+
+def _shard(loader: DataLoader, trainer: pl.Trainer) -> DataLoader:
+    """Under several processes, rank ``r`` of ``W`` takes samples ``r, r + W, ...`` (no padding,
+    so every sample counts once in the synced metrics); a single process keeps ``loader``."""
+    if trainer.world_size == 1:
+        return loader
+    indices = range(trainer.global_rank, len(loader.dataset), trainer.world_size)
+    return DataLoader(
+        Subset(loader.dataset, indices),
+        batch_size=loader.batch_size,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+    )

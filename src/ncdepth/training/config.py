@@ -1,0 +1,193 @@
+"""Validated settings of a training run: loss, optimizer, scheduler, NC analysis, top-level keys.
+
+Each dataclass checks its fields in ``__post_init__`` and raises a ``ValueError`` that names the
+config key (``optimizer.lr``, ``nc.every_n_epochs``, ...) and the allowed values, so a wrong
+value fails at start-up, before anything is written. :func:`from_node` builds one from a Hydra
+node and rejects keys the dataclass does not know.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any, TypeVar
+
+from ncdepth.models.validation import check_bool, check_choice, check_int, check_number
+
+LOSSES = ("ce", "mse")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("multistep", "cosine", "constant")
+POOLS = ("flatten", "avg")
+TOP_LEVEL_KEYS = (
+    "model",
+    "data",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "callbacks",
+    "logger",
+    "loss",
+    "nc",
+    "seed",
+    "ckpt_path",
+    "auto_resume",
+)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """``loss.*``: the training objective.
+
+    ``name="ce"``: cross-entropy of the logits. ``name="mse"``: mean squared error between the
+    logits and ``mse_scale`` times the one-hot label, ``mean_{i,c} (z_ic - mse_scale [y_i = c])^2``.
+    ``feature_decay`` ``lambda_H`` adds ``(lambda_H / 2) mean_i ||h_i||^2`` of the classifier's input
+    ``h`` (the feature penalty of the unconstrained-features model).
+    """
+
+    name: str = "ce"
+    mse_scale: float = 1.0
+    feature_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_choice("loss.name", self.name, LOSSES)
+        check_number("loss.mse_scale", self.mse_scale, minimum=0.0, inclusive=False)
+        check_number("loss.feature_decay", self.feature_decay, minimum=0.0, inclusive=True)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """``optimizer.*``: SGD (``momentum``, ``nesterov``), Adam or AdamW (``betas``).
+
+    ``weight_decay`` applies to every parameter except the classifier's, which gets
+    ``classifier_weight_decay`` (``None``: the same as ``weight_decay``).
+    """
+
+    name: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 5e-4
+    classifier_weight_decay: float | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("optimizer.name", self.name, OPTIMIZERS)
+        check_number("optimizer.lr", self.lr, minimum=0.0, inclusive=False)
+        momentum = check_number("optimizer.momentum", self.momentum, minimum=0.0, inclusive=True)
+        if momentum >= 1.0:
+            raise ValueError(f"optimizer.momentum must be a number in [0, 1), got {momentum!r}")
+        check_bool("optimizer.nesterov", self.nesterov)
+        if self.nesterov and momentum == 0.0:
+            raise ValueError("optimizer.nesterov=true needs optimizer.momentum > 0, got 0")
+        betas = list(self.betas)
+        if len(betas) != 2 or not all(_in_unit_interval(beta) for beta in betas):
+            raise ValueError(f"optimizer.betas must be two numbers in [0, 1), got {betas!r}")
+        object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
+        check_number("optimizer.weight_decay", self.weight_decay, minimum=0.0, inclusive=True)
+        if self.classifier_weight_decay is not None:
+            check_number(
+                "optimizer.classifier_weight_decay",
+                self.classifier_weight_decay,
+                minimum=0.0,
+                inclusive=True,
+            )
+
+    @property
+    def effective_classifier_weight_decay(self) -> float:
+        """``classifier_weight_decay``, or ``weight_decay`` when it is unset."""
+        if self.classifier_weight_decay is None:
+            return float(self.weight_decay)
+        return float(self.classifier_weight_decay)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """``scheduler.*``: the learning-rate schedule, stepped once per epoch.
+
+    ``multistep``: ``lr * gamma^k`` after the ``k``-th epoch of ``milestones``; ``cosine``:
+    ``lr * (1 + cos(pi t / T)) / 2`` with ``T = trainer.max_epochs``; ``constant``: ``lr``.
+    """
+
+    name: str = "constant"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_choice("scheduler.name", self.name, SCHEDULERS)
+        milestones = [check_int("scheduler.milestones[]", m, minimum=1) for m in self.milestones]
+        if milestones != sorted(set(milestones)):
+            raise ValueError(f"scheduler.milestones must be strictly increasing epochs, got {milestones!r}")
+        object.__setattr__(self, "milestones", tuple(milestones))
+        gamma = check_number("scheduler.gamma", self.gamma, minimum=0.0, inclusive=False)
+        if gamma > 1.0:
+            raise ValueError(f"scheduler.gamma must be a number in (0, 1], got {gamma!r}")
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """``nc.*``: when and how the neural-collapse callback measures.
+
+    Every ``every_n_epochs`` epochs (and before the first and after the last), every layer is
+    measured on the train and test splits; effective depth is reported for each of ``eps``.
+    ``cache_features_mb`` > 0 keeps pass-1 embeddings in memory when all of them fit, so pass 2
+    skips the forward pass. ``pool`` and ``full_covariance_max_dim`` go to ``NeuralCollapse``.
+    """
+
+    every_n_epochs: int = 5
+    eps: tuple[float, ...] = (0.01, 0.05, 0.1)
+    cache_features_mb: float = 0.0
+    pool: str = "flatten"
+    full_covariance_max_dim: int = 0
+
+    def __post_init__(self) -> None:
+        check_int("nc.every_n_epochs", self.every_n_epochs, minimum=1)
+        eps = list(self.eps)
+        if not eps or not all(isinstance(e, Real) and 0.0 <= e < 1.0 for e in eps):
+            raise ValueError(f"nc.eps must be a non-empty list of numbers in [0, 1), got {eps!r}")
+        object.__setattr__(self, "eps", tuple(float(e) for e in eps))
+        check_number("nc.cache_features_mb", self.cache_features_mb, minimum=0.0, inclusive=True)
+        check_choice("nc.pool", self.pool, POOLS)
+        check_int("nc.full_covariance_max_dim", self.full_covariance_max_dim, minimum=0)
+
+
+Settings = TypeVar("Settings", LossConfig, OptimizerConfig, SchedulerConfig, AnalysisConfig)
+
+
+def from_node(settings_type: type[Settings], key: str, node: Mapping[str, Any]) -> Settings:
+    """Build ``settings_type`` from the config node at ``key``; unknown keys raise ``ValueError``."""
+    allowed = [f.name for f in dataclasses.fields(settings_type)]
+    unknown = sorted(set(node) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown key {key}.{unknown[0]}; allowed keys of {key}: {allowed}")
+    values = {name: _plain(value) for name, value in node.items()}
+    return settings_type(**values)
+
+
+def check_top_level_keys(keys: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the first top-level config key not in :data:`TOP_LEVEL_KEYS`."""
+    unknown = sorted(set(keys) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ValueError(f"unknown top-level config key {unknown[0]!r}; allowed: {sorted(TOP_LEVEL_KEYS)}")
+
+
+def _in_unit_interval(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and 0.0 <= value < 1.0
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf lists become tuples so the frozen dataclasses hold plain, hashable values."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return tuple(value)
+    return value
+
+
+__all__ = [
+    "AnalysisConfig",
+    "LossConfig",
+    "OptimizerConfig",
+    "SchedulerConfig",
+    "check_top_level_keys",
+    "from_node",
+]

@@ -1,0 +1,98 @@
+"""A deliberately plain float64 reference for DESIGN §1's neural-collapse metrics.
+
+Written from the formulas alone, in the style of Papyan, Han & Donoho's code: per-class Python loops, the
+full ``d x d`` covariances ``Sigma_W`` and ``Sigma_B``, ``torch.linalg.pinv`` for ``Sigma_B^+`` and
+nearest-class-centre predictions from explicit distances. It shares no code with ``ncdepth.metrics`` and is
+meant to be obviously right, not fast: memory is ``O(N d + d^2)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor
+
+
+def reference_neural_collapse(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    *,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+) -> dict[str, float]:
+    """Every DESIGN §1 metric of one layer, by the textbook formulas, in float64.
+
+    ``features`` ``(N, ...)`` are flattened to ``(N, d)``; ``labels`` ``(N,)`` lie in ``0..C-1`` and every
+    class must have a sample. With ``H_c`` the rows of class ``c``:
+
+    * ``mu_c = mean(H_c)``, ``mu_G = mean(H)``, ``M~ = [mu_c - mu_G]_c`` (``d x C``),
+    * ``Sigma_W = (1/N) sum_c (H_c - mu_c)^T (H_c - mu_c)``, ``Sigma_B = (1/C) M~ M~^T``,
+    * ``nc1 = Tr(Sigma_W pinv(Sigma_B)) / C`` with ``rtol = max(d, C) * eps_float64``,
+    * ``nc1_trace_ratio = Tr(Sigma_W) / Tr(Sigma_B)``,
+    * ``cdnv = mean_{c<c'} (var_c + var_c') / (2 ||mu_c - mu_c'||^2)``, ``var_c = mean ||h - mu_c||^2``,
+    * ``ncc_acc``: fraction with ``argmin_c ||h - mu_c|| == y``,
+    * NC2: ``std/mean`` of ``||mu_c - mu_G||``, std and ``mean |cos + 1/(C-1)|`` of the cosines over
+      ordered pairs ``c != c'``, and ``|| G/||G|| - (I - 11^T/C)/||I - 11^T/C|| ||_F`` with ``G = M~^T M~``,
+    * with ``weight`` ``W`` (``C x d``): ``nc3 = || W^T/||W|| - M~/||M~|| ||_F^2`` and ``nc4`` = fraction
+      where ``argmax(W h + bias)`` differs from the NCC prediction.
+    """
+    h = features.reshape(features.shape[0], -1).to(torch.float64)
+    labels = labels.to(device=h.device, dtype=torch.long)
+    num_samples, dim = h.shape
+    classes = range(num_classes)
+
+    rows = [h[labels == c] for c in classes]
+    if any(len(r) == 0 for r in rows):
+        raise ValueError("every class needs at least one sample")
+    means = [r.mean(0) for r in rows]
+    global_mean = h.mean(0)
+    centred = torch.stack([m - global_mean for m in means], dim=1)  # M~, d x C
+
+    sigma_w = torch.zeros(dim, dim, dtype=torch.float64, device=h.device)
+    for r, m in zip(rows, means, strict=True):
+        sigma_w += (r - m).T @ (r - m)
+    sigma_w /= num_samples
+    sigma_b = torch.zeros(dim, dim, dtype=torch.float64, device=h.device)
+    for c in classes:
+        sigma_b += torch.outer(centred[:, c], centred[:, c])
+    sigma_b /= num_classes
+
+    rtol = max(dim, num_classes) * torch.finfo(torch.float64).eps
+    sigma_b_pinv = torch.linalg.pinv(sigma_b, hermitian=True, rtol=rtol)
+    variances = [((r - m) ** 2).sum(1).mean() for r, m in zip(rows, means, strict=True)]
+
+    cdnv_terms = [
+        (variances[a] + variances[b]) / (2 * ((means[a] - means[b]) ** 2).sum())
+        for a, b in itertools.combinations(classes, 2)
+    ]
+
+    distances = torch.stack([((h - m) ** 2).sum(1) for m in means], dim=1)  # N x C
+    ncc_prediction = distances.argmin(1)
+
+    norms = torch.stack([centred[:, c].norm() for c in classes])
+    cosines = torch.stack(
+        [centred[:, a] @ centred[:, b] / (norms[a] * norms[b]) for a, b in itertools.permutations(classes, 2)]
+    )
+    gram = centred.T @ centred
+    simplex = torch.eye(num_classes, dtype=torch.float64, device=h.device) - 1.0 / num_classes
+
+    out = {
+        "nc1": float(torch.trace(sigma_w @ sigma_b_pinv) / num_classes),
+        "nc1_trace_ratio": float(torch.trace(sigma_w) / torch.trace(sigma_b)),
+        "cdnv": float(torch.stack(cdnv_terms).mean()),
+        "ncc_acc": float((ncc_prediction == labels).double().mean()),
+        "nc2_equinorm": float(norms.std() / norms.mean()),
+        "nc2_equiangle": float(cosines.std()),
+        "nc2_maxangle": float((cosines + 1.0 / (num_classes - 1)).abs().mean()),
+        "nc2_etf": float(torch.linalg.norm(gram / gram.norm() - simplex / simplex.norm())),
+    }
+    if weight is not None:
+        w = weight.detach().to(h)
+        out["nc3"] = float(((w.T / w.norm() - centred / centred.norm()) ** 2).sum())
+        logits = h @ w.T
+        if bias is not None:
+            logits = logits + bias.detach().to(h)
+        out["nc4"] = float((logits.argmax(1) != ncc_prediction).double().mean())
+    return out

@@ -1,0 +1,194 @@
+"""``ncdepth-train``: every config composes, real short runs, exact resume, bad inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import MissingConfigException
+
+from ncdepth.cli.train import CONFIG_DIR
+from ncdepth.training.config import (
+    AnalysisConfig,
+    LossConfig,
+    OptimizerConfig,
+    SchedulerConfig,
+    check_top_level_keys,
+    from_node,
+)
+
+NCDEPTH_TRAIN = Path(sys.executable).parent / "ncdepth-train"
+EPOCHS = 8
+FAST = [
+    "data=digits",
+    "data.batch_size=32",
+    "model.depth=4",
+    "model.width=128",
+    f"trainer.max_epochs={EPOCHS}",
+    "nc.every_n_epochs=4",
+    "callbacks=none",
+    "trainer.enable_progress_bar=false",
+    "scheduler=constant",
+]
+
+
+def all_config_choices() -> list[str]:
+    """One override per config file of every group under ``conf/`` (experiments appended)."""
+    overrides = []
+    for path in sorted(CONFIG_DIR.rglob("*.yaml")):
+        group = path.parent.relative_to(CONFIG_DIR).as_posix()
+        if group in (".", "local"):
+            continue
+        prefix = "+" if group == "experiment" else ""
+        overrides.append(f"{prefix}{group}={path.stem}")
+    return overrides
+
+
+@pytest.mark.parametrize("override", all_config_choices())
+def test_every_config_composes_and_validates(override: str) -> None:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        try:
+            cfg = compose(config_name="train", overrides=[override])
+        except MissingConfigException as error:
+            if override.startswith("hydra/launcher="):  # its launcher plugin is an optional extra
+                pytest.skip(f"{override}: launcher plugin not installed: {error}")
+            raise
+    check_top_level_keys(list(cfg.keys()))
+    from_node(LossConfig, "loss", cfg.loss)
+    from_node(OptimizerConfig, "optimizer", cfg.optimizer)
+    from_node(SchedulerConfig, "scheduler", cfg.scheduler)
+    from_node(AnalysisConfig, "nc", cfg.nc)
+    assert "_target_" in cfg.model and "_target_" in cfg.data
+
+
+def test_several_loggers_compose() -> None:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["logger=[csv,tensorboard]"])
+    assert set(cfg.logger) == {"csv", "tensorboard"}
+
+
+def train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    """Run ``ncdepth-train`` into ``run_dir``; raise with its output if it fails."""
+    result = subprocess.run(
+        [str(NCDEPTH_TRAIN), f"hydra.run.dir={run_dir}", *FAST, *overrides],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("straight")
+    train(run_dir)
+    return run_dir
+
+
+def test_training_writes_every_output(straight_run: Path) -> None:
+    for name in (
+        "metrics.csv",
+        "summary.json",
+        "train.log",
+        "figures/ncc_train_acc.png",
+        "checkpoints/last.ckpt",
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+    ):
+        assert (straight_run / name).is_file(), name
+    summary = json.loads((straight_run / "summary.json").read_text())
+    assert summary["epoch"] == EPOCHS
+    assert summary["layers"] == ["layer1", "layer2", "layer3", "layer4"]
+    assert set(summary["effective_depth"]) == {"0.01", "0.05", "0.1"}
+    assert summary["config"]["trainer"]["max_epochs"] == EPOCHS
+    assert summary["data"] and summary["timings"]["analyses"] == EPOCHS // 4 + 1
+    table = pd.read_csv(straight_run / "metrics.csv")
+    assert sorted(table["epoch"].unique()) == [0, 4, 8]
+    assert set(table["split"]) == {"train", "test"}
+
+
+def test_ncc_train_accuracy_rises_with_the_layer(straight_run: Path) -> None:
+    table = pd.read_csv(straight_run / "metrics.csv")
+    final = table[(table["epoch"] == EPOCHS) & (table["split"] == "train") & (table["metric"] == "ncc_acc")]
+    accuracy = final.set_index("layer")["value"]
+    assert accuracy.iloc[-1] > accuracy.iloc[0]
+    assert (accuracy.diff().dropna() >= -0.01).all(), accuracy.to_dict()
+
+
+def test_resumed_run_ends_like_the_uninterrupted_one(straight_run: Path, tmp_path: Path) -> None:
+    train(tmp_path, "trainer.max_epochs=4")
+    # the same command again in the same run directory, as a requeued Slurm task: auto_resume
+    train(tmp_path)
+    assert "resuming from" in (tmp_path / "train.log").read_text()
+    straight = json.loads((straight_run / "summary.json").read_text())
+    resumed = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("epoch", "final_metrics", "accuracy", "effective_depth", "terminal_phase_epoch"):
+        assert resumed[key] == straight[key], key
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "metrics.csv"), pd.read_csv(straight_run / "metrics.csv")
+    )
+
+
+BAD_INPUTS = [
+    ("model=no_such_model", "model"),
+    ("data=no_such_dataset", "data"),
+    ("model.depth=0", "model.depth"),
+    ("model.width=0", "model.width"),
+    ("data.label_noise=1.5", "data.label_noise"),
+    ("data.imbalance_ratio=0.5", "data.imbalance_ratio"),
+    ("+no_such_key=1", "no_such_key"),
+    ("optimizer.lr=-1", "optimizer.lr"),
+    ("ckpt_path=/nonexistent/last.ckpt", "ckpt_path"),
+    ("data=cifar10 data.data_dir=/nonexistent/ncdepth-data", "/nonexistent/ncdepth-data"),
+]
+
+
+def with_overrides(base: Sequence[str], overrides: Sequence[str]) -> list[str]:
+    """``base`` without the entries whose key ``overrides`` sets again, then ``overrides``."""
+    keys = {override.split("=")[0] for override in overrides}
+    return [entry for entry in base if entry.split("=")[0] not in keys] + list(overrides)
+
+
+def fingerprint(directory: Path) -> dict[str, tuple[int, str]]:
+    """``{relative path: (mtime_ns, sha256)}`` of every file under ``directory``."""
+    return {
+        path.relative_to(directory).as_posix(): (
+            path.stat().st_mtime_ns,
+            hashlib.sha256(path.read_bytes()).hexdigest(),
+        )
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def run_all(commands: Sequence[Sequence[str]]) -> list[subprocess.CompletedProcess[str]]:
+    """Run ``commands`` concurrently and wait for all of them."""
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for command in commands
+    ]
+    results = []
+    for command, process in zip(commands, processes, strict=True):
+        stdout, stderr = process.communicate(timeout=300)
+        results.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
+    return results
+
+
+def test_bad_inputs_fail_naming_the_key_and_leave_earlier_runs_alone(straight_run: Path) -> None:
+    before = fingerprint(straight_run)
+    commands = [
+        [str(NCDEPTH_TRAIN), f"hydra.run.dir={straight_run}", *with_overrides(FAST, override.split())]
+        for override, _ in BAD_INPUTS
+    ]
+    for (override, key), result in zip(BAD_INPUTS, run_all(commands), strict=True):
+        assert result.returncode != 0, override
+        assert key in result.stderr, (override, result.stderr[-2000:])
+    assert fingerprint(straight_run) == before

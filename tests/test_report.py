@@ -1,0 +1,260 @@
+"""``ncdepth-report``: a fabricated 2x2 sweep (depth x label noise, 2 seeds) with one failed and
+one unfinished run becomes one tidy table, a runs table and the standard figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from ncdepth.cli.report import main
+from ncdepth.report import collect_sweep, parse_overrides, runs_table, tidy_table
+from ncdepth.report.collect import log_error
+from ncdepth.report.figures import seed_mean
+
+NCDEPTH_REPORT = Path(sys.executable).parent / "ncdepth-report"
+DEPTHS = (2, 4)
+NOISES = (0.0, 0.2)
+SEEDS = (0, 1)
+EPOCHS = (0, 5, 10)
+SPLITS = ("train", "test")
+EPS = (0.01, 0.05, 0.1)
+UNFINISHED_JOB = "8"
+KILLED_JOB = "9"
+FAILED_JOB = "10"
+OOM_KILL = "slurmstepd: error: Detected 1 oom_kill event in StepId=1000_9.0."
+FIGURES = (
+    "ncc_train_accuracy_by_depth",
+    "final_accuracy_and_cdnv_per_layer",
+    "effective_depth",
+    "last_layer_collapse",
+)
+
+
+def ncc_accuracy(layer: int, depth: int, epoch: int, noise: float, seed: int) -> float:
+    """A plausible NCC accuracy: rises with depth in the network and with training, lower with
+    label noise, a little seed jitter."""
+    progress = (layer / depth) * (epoch / EPOCHS[-1])
+    return float(np.clip(0.2 + 0.8 * progress - 0.3 * noise * progress + 0.01 * seed, 0.0, 1.0))
+
+
+def layer_metrics(layer: int, depth: int, epoch: int, noise: float, seed: int) -> dict[str, float]:
+    """Every metric of one layer; ``nc3``/``nc4`` only at the last layer (NaN elsewhere)."""
+    acc = ncc_accuracy(layer, depth, epoch, noise, seed)
+    collapse = 1.0 - acc + 0.05
+    last = layer == depth
+    return {
+        "nc1": 10 * collapse,
+        "nc1_trace_ratio": collapse,
+        "cdnv": collapse / 2,
+        "ncc_acc": acc,
+        "nc2_equinorm": collapse / 3,
+        "nc2_equiangle": collapse / 4,
+        "nc2_maxangle": collapse / 5,
+        "nc2_etf": collapse,
+        "nc3": collapse if last else float("nan"),
+        "nc4": collapse / 10 if last else float("nan"),
+    }
+
+
+def write_run(
+    run_dir: Path,
+    depth: int,
+    noise: float,
+    seed: int,
+    overrides: list[str],
+    epochs: tuple[int, ...] = EPOCHS,
+    summary: bool = True,
+    metrics: bool = True,
+) -> int:
+    """A run directory as ``ncdepth-train`` leaves it; returns the number of metric rows."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    config = {
+        "model": {"depth": depth, "width": 64},
+        "data": {"label_noise": noise},
+        "optimizer": {"weight_decay": 5e-4},
+        "seed": seed,
+    }
+    OmegaConf.save(OmegaConf.create(config), run_dir / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "train.log").write_text("[2026-11-22 07:00:00,000][ncdepth][INFO] - epoch 0\n")
+    if not metrics:
+        return 0
+    rows = [
+        (epoch, split, f"layer{layer}", metric, value)
+        for epoch in epochs
+        for split in SPLITS
+        for layer in range(1, depth + 1)
+        for metric, value in layer_metrics(layer, depth, epoch, noise, seed).items()
+    ]
+    pd.DataFrame(rows, columns=["epoch", "split", "layer", "metric", "value"]).to_csv(
+        run_dir / "metrics.csv", index=False
+    )
+    if summary:
+        errors = [1 - ncc_accuracy(layer, depth, epochs[-1], noise, seed) for layer in range(1, depth + 1)]
+        effective = {str(eps): next((i + 1 for i, e in enumerate(errors) if e <= eps), None) for eps in EPS}
+        content = {"effective_depth": effective, "accuracy": {"train": 1.0 - noise, "test": 0.9}}
+        (run_dir / "summary.json").write_text(json.dumps(content))
+    return len(rows)
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> tuple[Path, int]:
+    """A multirun directory: jobs 0-7 the finished 2x2x2 grid, job 8 unfinished (no
+    summary.json), job 9 killed by Slurm (metrics, but its submitit log ends in an OOM kill),
+    job 10 failed (no metrics.csv, a log ending in a traceback). Returns the directory and the
+    number of metric rows over all runs."""
+    sweep_dir = tmp_path / "multirun" / "2026-11-22" / "07-00-00"
+    grid = [(depth, noise, seed) for depth in DEPTHS for noise in NOISES for seed in SEEDS]
+    total = 0
+    for job, (depth, noise, seed) in enumerate(grid):
+        overrides = [f"model.depth={depth}", f"data.label_noise={noise}", f"seed={seed}"]
+        total += write_run(sweep_dir / str(job), depth, noise, seed, overrides)
+    total += write_run(
+        sweep_dir / UNFINISHED_JOB,
+        4,
+        0.2,
+        2,
+        ["model.depth=4", "data.label_noise=0.2", "seed=2"],
+        epochs=(0, 5),
+        summary=False,
+    )
+    killed = sweep_dir / KILLED_JOB
+    total += write_run(killed, 2, 0.0, 4, ["model.depth=2", "seed=4"], epochs=(0,), summary=False)
+    OmegaConf.save(OmegaConf.create({"hydra": {"job": {"id": "1000_9"}}}), killed / ".hydra" / "hydra.yaml")
+    submitit_logs = sweep_dir / ".submitit" / "1000_9"
+    submitit_logs.mkdir(parents=True)
+    (submitit_logs / "1000_9_0_log.err").write_text(f"submitit INFO - Starting\n{OOM_KILL}\n")
+    failed = sweep_dir / FAILED_JOB
+    write_run(failed, 4, 0.0, 3, ["model.depth=4", "seed=3"], metrics=False)
+    (failed / "train.log").write_text(
+        "[2026-11-22 07:00:00,000][ncdepth][INFO] - starting\n"
+        "Traceback (most recent call last):\n"
+        '  File "train.py", line 1, in <module>\n'
+        "torch.OutOfMemoryError: CUDA out of memory.\n"
+    )
+    (sweep_dir / "multirun.yaml").write_text("hydra: {}\n")
+    return sweep_dir, total
+
+
+def test_report_table_has_swept_columns_and_every_row(sweep: tuple[Path, int]) -> None:
+    sweep_dir, total_rows = sweep
+    collected = collect_sweep(sweep_dir)
+    table = tidy_table(collected)
+    assert list(table.columns) == [
+        "model.depth",
+        "data.label_noise",
+        "seed",
+        "run",
+        "epoch",
+        "split",
+        "layer",
+        "layer_index",
+        "metric",
+        "value",
+    ]
+    assert len(table) == total_rows
+    assert collected.grouping_keys == ["model.depth", "data.label_noise"]
+    one = table[(table["run"] == "5") & (table["layer"] == "layer3")]
+    assert set(one["model.depth"]) == {4} and set(one["data.label_noise"]) == {0.0}
+    assert set(one["seed"]) == {1} and set(one["layer_index"]) == {3}
+    value = one[(one["epoch"] == 5) & (one["split"] == "train") & (one["metric"] == "ncc_acc")]["value"]
+    assert value.item() == pytest.approx(ncc_accuracy(3, 4, 5, 0.0, 1))
+
+
+def test_runs_table_lists_failed_and_unfinished_runs_in_natural_order(sweep: tuple[Path, int]) -> None:
+    sweep_dir, _ = sweep
+    runs = runs_table(collect_sweep(sweep_dir)).set_index("run")
+    assert list(runs.index) == [*map(str, range(10)), FAILED_JOB]
+    assert runs.loc[FAILED_JOB, "status"] == "failed"
+    assert runs.loc[FAILED_JOB, "reason"] == (
+        "no metrics.csv; train.log: torch.OutOfMemoryError: CUDA out of memory."
+    )
+    assert runs.loc[FAILED_JOB, "data.label_noise"] == 0.0  # not overridden: read from its config
+    assert runs.loc[KILLED_JOB, "status"] == "failed"
+    assert runs.loc[KILLED_JOB, "reason"] == f"1000_9_0_log.err: {OOM_KILL}"
+    assert runs.loc[UNFINISHED_JOB, "status"] == "unfinished"
+    assert "last measured epoch: 5" in runs.loc[UNFINISHED_JOB, "reason"]
+    assert (runs.drop(index=[FAILED_JOB, KILLED_JOB, UNFINISHED_JOB])["status"] == "finished").all()
+    # depth 2, no noise, seed 0: NCC train error at the final epoch is 0.6 at layer 1, 0 at layer 2.
+    assert runs.loc["0", "effective_depth@0.01"] == 2
+    assert runs.loc["0", "final_acc_train"] == 1.0
+    assert runs.loc["6", "final_acc_train"] == pytest.approx(0.8)
+
+
+def test_cli_writes_tables_and_every_figure(sweep: tuple[Path, int], tmp_path: Path, capsys) -> None:
+    sweep_dir, total_rows = sweep
+    out = tmp_path / "report"
+    assert main([str(sweep_dir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"failed     {FAILED_JOB}" in printed and "CUDA out of memory" in printed
+    assert f"unfinished {UNFINISHED_JOB}" in printed
+    csv = pd.read_csv(out / "report.csv", dtype={"run": str})
+    parquet = pd.read_parquet(out / "report.parquet")
+    assert len(csv) == len(parquet) == total_rows
+    pd.testing.assert_frame_equal(csv, parquet, check_dtype=False)
+    runs = pd.read_csv(out / "runs.csv")
+    not_finished = {FAILED_JOB, KILLED_JOB, UNFINISHED_JOB}
+    assert set(runs.loc[runs["status"] != "finished", "run"].astype(str)) == not_finished
+    for name in FIGURES:
+        for suffix in (".png", ".pdf"):
+            assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000
+
+
+def test_figures_needing_a_swept_key_are_skipped_with_a_note(tmp_path: Path, capsys) -> None:
+    write_run(tmp_path / "sweep" / "0", 3, 0.0, 0, ["seed=0"])
+    write_run(tmp_path / "sweep" / "1", 3, 0.0, 1, ["seed=1"])
+    assert main([str(tmp_path / "sweep"), "--format", "csv"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped figure effective_depth: the sweep varies neither data.label_noise nor model.depth" in (
+        printed
+    )
+    out = tmp_path / "sweep" / "report"
+    assert (out / "report.csv").exists() and not (out / "report.parquet").exists()
+    assert (out / "figures" / "last_layer_collapse.pdf").exists()
+
+
+def test_seed_mean_is_mean_and_sample_std_over_replicates() -> None:
+    frame = pd.DataFrame({"depth": [2, 2, 2, 4], "value": [1.0, 2.0, 6.0, 5.0]})
+    stats = seed_mean(frame, ["depth"]).set_index("depth")
+    assert stats.loc[2, "mean"] == 3.0 and stats.loc[2, "std"] == pytest.approx(np.std([1, 2, 6], ddof=1))
+    assert stats.loc[4, "count"] == 1 and np.isnan(stats.loc[4, "std"])
+
+
+def test_overrides_are_typed_by_hydras_grammar() -> None:
+    parsed = parse_overrides(["model.depth=4", "data.label_noise=0.2", "+experiment=x", "nc.eps=[0.1,0.2]"])
+    assert parsed == {"model.depth": 4, "data.label_noise": 0.2, "experiment": "x", "nc.eps": "[0.1,0.2]"}
+
+
+def test_log_error_reads_only_a_log_that_ends_in_an_error(tmp_path: Path) -> None:
+    (tmp_path / "train.log").write_text("Traceback (most recent call last):\nValueError: x\nretrying\n")
+    assert log_error(tmp_path) is None
+    (tmp_path / "train.log").write_text("[2026-11-22 07:00:00,000][__main__][ERROR] - diverged\n")
+    assert log_error(tmp_path) == "train.log: [2026-11-22 07:00:00,000][__main__][ERROR] - diverged"
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_cli_exits_non_zero_without_a_run(tmp_path: Path, make: str) -> None:
+    target = tmp_path / "nothing_here"
+    if make == "empty":
+        (target / "0").mkdir(parents=True)
+    result = subprocess.run([str(NCDEPTH_REPORT), str(target)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    problem = "does not exist" if make == "missing" else "holds no run directory"
+    assert f"ncdepth-report: error: sweep directory {target} {problem}" in result.stderr
+
+
+def test_cli_rejects_an_unknown_table_format(sweep: tuple[Path, int], capsys) -> None:
+    sweep_dir, _ = sweep
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(sweep_dir), "--format", "csv,xlsx"])
+    assert exit_info.value.code == 2
+    assert "--format must be a comma-separated subset of ['csv', 'parquet']" in capsys.readouterr().err
+    assert not (sweep_dir / "report").exists()
