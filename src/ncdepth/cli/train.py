@@ -34,7 +34,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from ncdepth.data import DatasetUnavailableError
@@ -95,6 +95,8 @@ def build_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, NCModule, pl.
         save_on_train_epoch_end=True,
     )
     extra_callbacks = [_instantiate(node) for node in cfg.callbacks.values()]
+    if not trainer_options.get("enable_progress_bar", True):  # trainer.enable_progress_bar=false wins
+        extra_callbacks = [callback for callback in extra_callbacks if not isinstance(callback, ProgressBar)]
     loggers = [_instantiate(node, save_dir=str(run_dir)) for node in cfg.logger.values()]
     trainer = pl.Trainer(
         **trainer_options,
