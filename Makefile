@@ -27,8 +27,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/ruff check src tests benchmarks $(wildcard scripts)
+	$(BIN)/ruff format --check src tests benchmarks $(wildcard scripts)
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

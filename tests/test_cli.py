@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 
-from ncdepth.cli.train import CONFIG_DIR
+from ncdepth.cli import CONFIG_DIR
 from ncdepth.training.config import (
     AnalysisConfig,
     LossConfig,
@@ -39,12 +39,19 @@ FAST = [
 ]
 
 
+OTHER_APP_EXPERIMENTS = ("ufm_", "kernels_")
+"""Experiment name prefixes of the other Hydra apps (``ufm.yaml``, ``kernels.yaml``), tested apart."""
+
+
 def all_config_choices() -> list[str]:
-    """One override per config file of every group under ``conf/`` (experiments appended)."""
+    """One override per config file of every group under ``conf/`` (experiments appended), except
+    the experiments of the other apps (:data:`OTHER_APP_EXPERIMENTS`)."""
     overrides = []
     for path in sorted(CONFIG_DIR.rglob("*.yaml")):
         group = path.parent.relative_to(CONFIG_DIR).as_posix()
         if group in (".", "local"):
+            continue
+        if group == "experiment" and path.stem.startswith(OTHER_APP_EXPERIMENTS):
             continue
         prefix = "+" if group == "experiment" else ""
         overrides.append(f"{prefix}{group}={path.stem}")

@@ -13,6 +13,7 @@ from ncdepth.theory.geometry import (
     alignment,
     frame_distance,
     frame_distances,
+    general_frame_distances,
     grams,
     minority_collapse,
     orthogonal_frame,
@@ -246,3 +247,28 @@ def test_bad_arguments_raise_naming_the_argument(kwargs: dict, argument: str) ->
 def test_bad_optimiser_arguments_raise_naming_the_argument(kwargs: dict, argument: str) -> None:
     with pytest.raises(ValueError, match=argument):
         optimize(IMBALANCED, 2, 1e-3, 1e-3, **kwargs)
+
+
+def test_orthogonal_start_reaches_the_optimum_of_a_deep_head() -> None:
+    sizes, depth, decay = (20, 20, 20), 6, 5e-3
+    reference = closed_form(sizes, depth, decay, decay)
+    result = optimize(sizes, depth, decay, decay, init="orthogonal", steps=300, log_every=300)
+    assert_matches_closed_form(result, reference)
+
+
+def test_every_class_collapsed_logs_the_absolute_distance_to_zero() -> None:
+    reference = closed_form(IMBALANCED, 2, 1.0, 1.0)
+    assert bool(reference["collapsed"].all()) and reference["fstar"] == 0.5
+    final = optimize(IMBALANCED, 2, 1.0, 1.0, steps=100, log_every=100).history[-1]
+    assert abs(final["objective_gap"]) < 1e-6
+    assert max(final[f"closed_form_{name}"] for name in ("WWT", "HTH", "WH")) < 1e-6
+
+
+def test_general_frame_distances_compare_each_gram_with_its_own_reference() -> None:
+    reference = closed_form(IMBALANCED, 3, 2e-3, 2e-3)
+    weight = torch.diag(reference["singular_values"].prod(dim=0))
+    ridge = sum(IMBALANCED) * 2e-3 * torch.eye(4, dtype=torch.float64)
+    class_means = torch.linalg.solve(weight.T @ weight + ridge, weight.T)
+    assert max(general_frame_distances(weight, class_means, reference).values()) < 1e-12
+    # one shared reference cannot fit all three: HTH's diagonal decreases where WWT's increases
+    assert frame_distances(weight, class_means, reference["WWT"])["HTH"] > 0.1

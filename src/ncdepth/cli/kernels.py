@@ -2,7 +2,7 @@
 
     ncdepth-kernels                                        # N=256, d0=8, balanced, seed 0
     ncdepth-kernels n=1024 d0=32 seed=3
-    ncdepth-kernels +experiment=kernels_balanced_quick -m  # a sweep, one run directory per job
+    ncdepth-kernels -m +experiment=kernels_balanced_quick  # a sweep, one run directory per job
 
 One job draws the Gaussian set of :func:`ncdepth.theory.gaussian_data.gaussian_classes` (``n``
 samples in ``d0`` dimensions, ``class_sizes``) and measures the within-class variability collapse
@@ -32,7 +32,6 @@ import csv
 import json
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -46,26 +45,19 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from ncdepth.cli import CONFIG_DIR
 from ncdepth.cli.kernels_config import KernelJobConfig, TrainSettings, parse_config
 from ncdepth.metrics.functional import nc1_trace_ratio
 from ncdepth.models import FCN2
+from ncdepth.report.kernels import KERNELS_COLUMNS, KERNELS_FILE, NC1
 from ncdepth.theory.adaptive import adaptive_kernel
 from ncdepth.theory.gaussian_data import gaussian_classes
 from ncdepth.theory.kernels import kernel_nc1, nngp, ntk
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(
-    os.environ.get("NCDEPTH_CONFIG_DIR", Path(__file__).resolve().parents[3] / "conf")
-).resolve()
-"""The ``conf/`` directory of the repository this package is installed (editable) from, or
-``$NCDEPTH_CONFIG_DIR`` (as for ``ncdepth-train``)."""
 
-TABLE_FILE = "kernels.csv"
 SUMMARY_FILE = "summary.json"
-SWEPT_COLUMNS = ("n", "d0", "num_classes", "class_sizes", "seed")
-TABLE_COLUMNS = (*SWEPT_COLUMNS, "quantity", "metric", "value")
-NC1 = "nc1_trace_ratio"
 
 
 @dataclass(frozen=True)
@@ -145,7 +137,9 @@ def run_job(config: KernelJobConfig, network: FCN2, data_seed: int) -> JobResult
     timings["adaptive"] = time.perf_counter() - start
     final = adaptive.steps[-1]
     if not adaptive.converged:
-        log.warning("adaptive kernel did not converge at width %g: residual %.3g", final.width, final.residual)
+        log.warning(
+            "adaptive kernel did not converge at width %g: residual %.3g", final.width, final.residual
+        )
     rows += [
         Measurement("adaptive", NC1, kernel_nc1(adaptive.kernel, labels)),
         Measurement("adaptive", "converged", float(adaptive.converged)),
@@ -168,9 +162,9 @@ def write_outputs(run_dir: Path, cfg: DictConfig, config: KernelJobConfig, resul
     """``kernels.csv`` and ``summary.json`` into ``run_dir`` (module docstring)."""
     data = config.data
     swept = (data.n, data.d0, data.num_classes, "/".join(map(str, data.class_sizes)), data.seed)
-    with (run_dir / TABLE_FILE).open("w", newline="") as handle:
+    with (run_dir / KERNELS_FILE).open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(TABLE_COLUMNS)
+        writer.writerow(KERNELS_COLUMNS)
         writer.writerows((*swept, row.quantity, row.metric, repr(row.value)) for row in result.measurements)
     values: dict[str, dict[str, float]] = {}
     for row in result.measurements:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from itertools import pairwise
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -78,11 +79,13 @@ def parse_config(cfg: DictConfig) -> KernelJobConfig:
     """Validate the composed ``conf/kernels.yaml`` and return its settings; raises ``ValueError``
     naming the key (``n``, ``class_sizes``, ``kernel.activations``, ``train.lr``, ...)."""
     _check_keys("the config", list(cfg.keys()), TOP_LEVEL_KEYS, prefix="")
+    data = _data(cfg)
+    model = _model(cfg)  # before kernel.* and adaptive.*, which interpolate model.* by default
     return KernelJobConfig(
-        data=_data(cfg),
+        data=data,
         kernel=_kernel(_section(cfg, "kernel", KernelSettings)),
         adaptive=_adaptive(_section(cfg, "adaptive", AdaptiveSettings)),
-        model=_model(cfg),
+        model=model,
         train=_train(_section(cfg, "train", TrainSettings)),
     )
 
@@ -112,7 +115,9 @@ def _data(cfg: DictConfig) -> DataSettings:
 def _kernel(node: dict[str, Any]) -> KernelSettings:
     activations = node["activations"]
     if not isinstance(activations, list) or not activations:
-        raise ValueError(f"kernel.activations must be a non-empty list of {list(ACTIVATIONS)}, got {activations!r}")
+        raise ValueError(
+            f"kernel.activations must be a non-empty list of {list(ACTIVATIONS)}, got {activations!r}"
+        )
     for activation in activations:
         check_choice("kernel.activations[*]", activation, ACTIVATIONS)
     if len(set(activations)) != len(activations):
@@ -127,10 +132,12 @@ def _kernel(node: dict[str, Any]) -> KernelSettings:
 def _adaptive(node: dict[str, Any]) -> AdaptiveSettings:
     anneal = node["anneal"]
     if not isinstance(anneal, list):
-        raise ValueError(f"adaptive.anneal must be a list of decreasing multiples > 1 of width, got {anneal!r}")
+        raise ValueError(
+            f"adaptive.anneal must be a list of decreasing multiples > 1 of width, got {anneal!r}"
+        )
     for index, factor in enumerate(anneal):
         check_number(f"adaptive.anneal[{index}]", factor, minimum=1.0, inclusive=False)
-    if any(a <= b for a, b in zip(anneal, anneal[1:], strict=False)):
+    if any(a <= b for a, b in pairwise(anneal)):
         raise ValueError(f"adaptive.anneal must be strictly decreasing, got {anneal}")
     damping = check_number("adaptive.damping", node["damping"], minimum=0.0, inclusive=False)
     if damping > 1:
@@ -154,9 +161,16 @@ def _model(cfg: DictConfig) -> dict[str, Any]:
     if target != FCN2_TARGET:
         raise ValueError(f"model._target_ must be {FCN2_TARGET} (model=fcn2), got {target!r}")
     if node.get("depth_linear", 0) != 0:
-        raise ValueError(f"model.depth_linear must be 0 (the kernels are those of a two-layer net), got {node['depth_linear']!r}")
+        raise ValueError(
+            f"model.depth_linear must be 0 (the kernels are those of a two-layer net), got {node['depth_linear']!r}"
+        )
     if node.get("embedding", "post") != "post":
-        raise ValueError(f"model.embedding must be 'post' (the kernels are of the post-activations), got {node['embedding']!r}")
+        raise ValueError(
+            f"model.embedding must be 'post' (the kernels are of the post-activations), got {node['embedding']!r}"
+        )
+    check_int("model.width", node.get("width"), minimum=1)
+    check_number("model.weight_var", node.get("weight_var"), minimum=0.0, inclusive=False)
+    check_number("model.bias_var", node.get("bias_var"), minimum=0.0, inclusive=True)
     return node
 
 

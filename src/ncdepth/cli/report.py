@@ -5,21 +5,38 @@
 
 Writes ``report.csv`` and/or ``report.parquet`` (every measured number of every run, the swept
 values as columns), ``runs.csv`` (one row per run: status, swept values, effective depths, final
-accuracies) and ``figures/*.png|pdf``. Failed and unfinished runs are listed, never fatal; a
-figure the sweep cannot support is skipped with a note. Exits 2 when ``SWEEP_DIR`` does not exist
-or holds no run directory.
+accuracies) and ``figures/*.png|pdf``. A bound sweep (``conf/experiment/bound*.yaml``, varying
+``data.extra_label_noise``) also gets ``bound.csv`` and ``figures/generalization_bound.png|pdf``
+(:mod:`ncdepth.report.bound`). A sweep of ``ncdepth-kernels`` runs gets the kernel tables and
+figures instead (:mod:`ncdepth.report.kernels`), one of ``ncdepth-ufm`` runs the UFM table and
+figure (:mod:`ncdepth.report.ufm`). Failed and unfinished runs are listed, never fatal; a figure
+the sweep cannot support is skipped with a note. Exits 2 when ``SWEEP_DIR`` does not exist or
+holds no run directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from ncdepth.report import collect_sweep, runs_table, save_figures, tidy_table, write_tables
-from ncdepth.report.collect import STATUSES
+from ncdepth.report.bound import (
+    BOUND_FIGURE,
+    BOUND_FILE,
+    RESULT_COLUMNS,
+    bound_figure,
+    bound_table,
+    is_bound_sweep,
+)
+from ncdepth.report.collect import STATUSES, Sweep
+from ncdepth.report.figures import FIGURE_SUFFIXES, NothingToPlot
+from ncdepth.report.kernels import is_kernel_sweep, write_kernel_report
 from ncdepth.report.tables import TABLE_FORMATS, parse_formats
+from ncdepth.report.ufm import is_ufm_sweep, write_ufm_report
 
 DEFAULT_OUT_SUBDIR = "report"
 FIGURES_SUBDIR = "figures"
@@ -38,6 +55,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=list(TABLE_FORMATS),
         help=f"comma-separated table formats among {', '.join(TABLE_FORMATS)} (default: all)",
     )
+    parser.add_argument(
+        "--bound-alpha",
+        type=_positive,
+        default=None,
+        help="alpha of the generalization bound (default: the alpha minimising it at each p)",
+    )
     return parser.parse_args(argv)
 
 
@@ -45,12 +68,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the report; returns the exit status (0, or 2 for a missing or empty sweep directory;
     argparse exits 2 for a bad ``--format``)."""
     args = parse_args(argv)
+    out = args.out if args.out is not None else args.sweep_dir / DEFAULT_OUT_SUBDIR
+    theory_report = _theory_report(args.sweep_dir)
     try:
+        if theory_report is not None:
+            for path in theory_report(args.sweep_dir, out):
+                print(f"wrote {path}")
+            return 0
         sweep = collect_sweep(args.sweep_dir)
     except (FileNotFoundError, ValueError) as error:
         print(f"ncdepth-report: error: {error}", file=sys.stderr)
         return 2
-    out = args.out if args.out is not None else args.sweep_dir / DEFAULT_OUT_SUBDIR
     table, runs = tidy_table(sweep), runs_table(sweep)
     tables = write_tables(table, runs, out, args.format)
     counts = runs["status"].value_counts()
@@ -65,9 +93,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures, skipped = save_figures(table, runs, sweep.grouping_keys, out / FIGURES_SUBDIR)
     for name, reason in skipped.items():
         print(f"  skipped figure {name}: {reason}")
+    if is_bound_sweep(sweep):
+        bound_paths = write_bound(sweep, runs, out, args.bound_alpha)
+        tables, figures = [*tables, *bound_paths[:1]], [*figures, *bound_paths[1:]]
     for path in [*tables, *figures]:
         print(f"wrote {path}")
     return 0
+
+
+def _theory_report(sweep_dir: Path) -> Callable[[Path, Path], list[Path]] | None:
+    """The report writer of an ``ncdepth-kernels`` or ``ncdepth-ufm`` sweep; ``None`` for a
+    training sweep (or a directory that does not exist, which ``collect_sweep`` reports)."""
+    if not sweep_dir.is_dir():
+        return None
+    if is_kernel_sweep(sweep_dir):
+        return write_kernel_report
+    if is_ufm_sweep(sweep_dir):
+        return write_ufm_report
+    return None
+
+
+def write_bound(sweep: Sweep, runs: pd.DataFrame, out: Path, alpha: float | None) -> list[Path]:
+    """Write ``bound.csv`` and the bound figure (PNG, PDF) into ``out``, print the table, and
+    return the written paths (none, with a note, when no seed pairs an ``S1`` with an ``S1 ∪ S̃2``
+    run)."""
+    try:
+        table = bound_table(sweep, runs, alpha)
+    except NothingToPlot as reason:
+        print(f"  skipped the generalization bound: {reason}")
+        return []
+    written = [out / BOUND_FILE]
+    table.to_csv(written[0], index=False)
+    figure = bound_figure(table)
+    for suffix in FIGURE_SUFFIXES:
+        written.append(out / FIGURES_SUBDIR / f"{BOUND_FIGURE}{suffix}")
+        figure.savefig(written[-1], dpi=120)
+    others = [column for column in table.columns if column not in RESULT_COLUMNS]
+    shown = ["eps", "p", "pairs", "probability", "bound", "bound_upper", "test_error_mean", "test_error_std"]
+    print("generalization bound (ncdepth.theory.bound; delta dropped):")
+    print(table[[*others, *shown]].to_string(index=False, float_format="{:.3f}".format))
+    return written
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"--bound-alpha must be > 0, got {text}")
+    return value
 
 
 def _formats(text: str) -> list[str]:

@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
+from ncdepth.cli import CONFIG_DIR
+from ncdepth.cli.run_files import log_to_file, save_run_config
 from ncdepth.data import DatasetUnavailableError
 from ncdepth.models.validation import check_int
 from ncdepth.training import NCModule, NeuralCollapseCallback
@@ -52,12 +51,7 @@ from ncdepth.training.random_state import RandomStateCheckpoint
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR_ENV = "NCDEPTH_CONFIG_DIR"
-CONFIG_DIR = Path(os.environ.get(CONFIG_DIR_ENV, Path(__file__).resolve().parents[3] / "conf")).resolve()
-"""The ``conf/`` directory of the repository this package is installed (editable) from, or
-``$NCDEPTH_CONFIG_DIR``."""
 
-HYDRA_SUBDIR = ".hydra"
 RUN_LOG = "train.log"
 CHECKPOINT_SUBDIR = "checkpoints"
 TRAINER_KEYS_SET_BY_CLI = ("callbacks", "logger", "default_root_dir", "enable_model_summary")
@@ -118,32 +112,6 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
         log.info("resuming from %s (auto_resume)", last)
         return str(last)
     return None
-
-
-def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
-    """Write what Hydra itself would have written into ``.hydra/`` (``config.yaml``,
-    ``hydra.yaml``, ``overrides.yaml``), once ``cfg`` has been validated."""
-    hydra_config = HydraConfig.get()
-    out = run_dir / HYDRA_SUBDIR
-    out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": hydra_config}), out / "hydra.yaml")
-    OmegaConf.save(hydra_config.overrides.task, out / "overrides.yaml")
-
-
-@contextmanager
-def log_to_file(path: Path) -> Iterator[None]:
-    """Within the block, the root logger's records also go to ``path``, formatted like Hydra's
-    default job log (removed after, so sequential sweep jobs each keep their own log)."""
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        handler.close()
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")

@@ -115,6 +115,7 @@ class NeuralCollapse(Metric):
         self._dtypes: dict[str, torch.dtype] = {}  # layer name -> per-batch working precision
         self._anchors: dict[str, Anchors] = {}
         self._means: dict[str, Tensor] = {}
+        self._counts: Tensor | None = None
         self._phase = 1
 
     # ------------------------------------------------------------------ state bookkeeping
@@ -234,6 +235,7 @@ class NeuralCollapse(Metric):
             self._anchors[name] = make_anchors(counts, sums, self._dtypes[name], centres, absent)
             means = sums / counts[:, None]
             self._means[name] = means.masked_fill((counts == 0)[:, None], float("nan"))
+            self._counts = counts
         self._phase = 2
 
     def _global_first_pass(self) -> dict[str, tuple[Tensor, Tensor]]:
@@ -267,6 +269,13 @@ class NeuralCollapse(Metric):
         if self._phase != 2:
             raise RuntimeError("class means are fixed by next_phase(); call it first")
         return dict(self._means)
+
+    def class_counts(self) -> Tensor:
+        """``(C,)`` float64 number of samples of each class over all processes (the same for every
+        layer; available after :meth:`next_phase`)."""
+        if self._phase != 2 or self._counts is None:
+            raise RuntimeError("class counts are fixed by next_phase(); call it first")
+        return self._counts.clone()
 
     def _statistics(self) -> dict[str, ClassStatistics]:
         """The finished float64 sufficient statistics of every layer, from the current states."""
@@ -335,6 +344,7 @@ class NeuralCollapse(Metric):
         super().reset()
         self._anchors = {}
         self._means = {}
+        self._counts = None
         self._phase = 1
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -84,6 +83,8 @@ def bound_table(sweep: Sweep, runs: pd.DataFrame, alpha: float | None = None) ->
             seeds = sorted(set(s1.index) & set(union.index))
             if not seeds:
                 continue
+            if union.loc[seeds, "m"].isna().any():
+                raise NothingToPlot(f"an S1 ∪ S̃2 run at p={p} has no data.n_extra in its summary.json")
             errors = 1.0 - s1.loc[seeds, "final_acc_test"].astype(float)
             for column in depth_columns:
                 estimate = estimate_bound(
@@ -114,7 +115,7 @@ def bound_figure(table: pd.DataFrame) -> Figure:
     ``eps`` (columns) and per combination of the other grouping keys (rows), beside the ``S1``
     networks' test error (mean, one-std band) and the probability term (dotted)."""
     others = [column for column in table.columns if column not in RESULT_COLUMNS]
-    groups = list(_groups(table, others)) if others else [((), table)]
+    groups = _groups(table, others)
     eps_values = sorted(table["eps"].unique())
     figure, axes = subplots(len(groups), len(eps_values), sharey=True)
     for i, (group_values, group) in enumerate(groups):
@@ -152,4 +153,4 @@ def _groups(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[tuple[Any, .
 
 
 def _depth(value: Any) -> int | None:
-    return None if pd.isna(value) else int(np.int64(value))
+    return None if pd.isna(value) else int(value)

@@ -78,9 +78,7 @@ def general_frame_distances(
     ``reference[name]``, e.g. the three matrices of ``closed_form`` (the general orthogonal frame
     of imbalanced classes, ``diag(a x_k^M)``, ``diag(x_k^M / (a (1 + x_k^M)^2))`` and
     ``diag(x_k^M / (1 + x_k^M))``, whose diagonals differ in shape)."""
-    return {
-        name: frame_distance(gram, reference[name]) for name, gram in grams(weight, class_means).items()
-    }
+    return {name: frame_distance(gram, reference[name]) for name, gram in grams(weight, class_means).items()}
 
 
 def alignment(weight: Tensor, class_means: Tensor) -> Tensor:

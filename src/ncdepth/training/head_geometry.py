@@ -111,9 +111,7 @@ class HeadObjective:
         return weights, num_classes / (2 * num_samples) * self.feature_decay * scale
 
 
-def head_geometry(
-    model: nn.Module, metric: NeuralCollapse, module: NCModule
-) -> dict[str, dict[str, float]]:
+def head_geometry(model: nn.Module, metric: NeuralCollapse, module: NCModule) -> dict[str, dict[str, float]]:
     """``{layer: {metric: value}}`` for the head layers ``l = 0..L`` of ``model`` (module
     docstring), from ``metric``, the train split's ``NeuralCollapse`` after its first pass; ``{}``
     when the model has no deep linear head or the run is not an ``NCModule``'s."""

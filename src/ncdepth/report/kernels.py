@@ -1,0 +1,239 @@
+"""Aggregate a sweep of ``ncdepth-kernels`` jobs: one tidy table and Kothapalli & Tirer's figures.
+
+Each job writes ``kernels.csv`` into its run directory (a directory holding ``.hydra/config.yaml``)
+with the columns :data:`KERNELS_COLUMNS`. A run without a readable ``kernels.csv`` is *failed*
+(listed with its reason in ``kernels_runs.csv``, never fatal). The figures, from the
+``nc1_trace_ratio`` rows, averaged over seeds (mean and one standard deviation, ddof=1):
+
+* ``kernels_nc1_vs_d0``: ``log10 NC1`` against ``d0`` for balanced class sizes, one panel per
+  ``(num_classes, n)``, one curve per quantity (data, NNGP, NTK, adaptive kernel, trained net);
+* ``kernels_nc1_ratio_vs_class_sizes``: ``NC1(H) / NC1(X)`` (each quantity over the data's NC1
+  of the same run) against the class sizes, balanced first, one panel per ``(num_classes, n, d0)``.
+
+An adaptive kernel whose solve did not converge at the network width (``converged`` 0) stays in
+the table but is left out of the figures. A figure the sweep does not vary (one ``d0``; one
+class-size configuration) is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ncdepth.report.collect import RUN_CONFIG, find_run_dirs
+from ncdepth.report.figures import FIGURE_SUFFIXES, PANEL_SIZE, NothingToPlot, seed_mean
+
+log = logging.getLogger(__name__)
+
+KERNELS_FILE = "kernels.csv"
+SWEPT_COLUMNS = ("n", "d0", "num_classes", "class_sizes", "seed")
+KERNELS_COLUMNS = (*SWEPT_COLUMNS, "quantity", "metric", "value")
+"""Columns of a job's ``kernels.csv``; ``class_sizes`` reads like ``"768/1280"``."""
+NC1 = "nc1_trace_ratio"
+DATA = "data"
+ADAPTIVE = "adaptive"
+QUANTITY_ORDER = ("data", "nngp_relu", "ntk_relu", "nngp_erf", "ntk_erf", "adaptive", "fcn_init", "fcn")
+"""Curve order; quantities not listed here follow in order of appearance."""
+JOB_NAME = "kernels"
+TABLE_STEM = "kernels_table"
+RUNS_FILE = "kernels_runs.csv"
+FIGURES_SUBDIR = "figures"
+QUANTITY_COLOURS = colormaps["tab10"]
+
+
+def is_kernel_sweep(sweep_dir: str | Path) -> bool:
+    """Whether ``sweep_dir`` holds ``ncdepth-kernels`` runs: a run directory with ``kernels.csv``,
+    or whose ``.hydra/hydra.yaml`` names the job ``kernels`` (so a sweep of failed jobs counts)."""
+    for run_dir in find_run_dirs(sweep_dir):
+        if (run_dir / KERNELS_FILE).is_file():
+            return True
+        hydra_config = run_dir / RUN_CONFIG.parent / "hydra.yaml"
+        if hydra_config.is_file() and f"name: {JOB_NAME}\n" in hydra_config.read_text():
+            return True
+    return False
+
+
+def collect_kernel_runs(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(table, runs)``: every finished run's ``kernels.csv`` rows with a leading ``run`` column
+    (the run directory relative to ``sweep_dir``), and one row per run directory with ``run``,
+    ``status`` (``finished`` | ``failed``) and ``reason``. Raises ``FileNotFoundError`` when
+    ``sweep_dir`` does not exist or holds no run directory."""
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"sweep directory {root} does not exist")
+    run_dirs = find_run_dirs(root)
+    if not run_dirs:
+        raise FileNotFoundError(f"no run directory (with {RUN_CONFIG}) under {root}")
+    frames, statuses = [], []
+    for run_dir in run_dirs:
+        name = run_dir.relative_to(root).as_posix()
+        frame, reason = _read_kernels(run_dir / KERNELS_FILE)
+        statuses.append({"run": name, "status": "failed" if frame is None else "finished", "reason": reason})
+        if frame is not None:
+            frames.append(frame.assign(run=name))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(KERNELS_COLUMNS))
+    table = table.reindex(columns=["run", *KERNELS_COLUMNS])
+    return table, pd.DataFrame(statuses, columns=["run", "status", "reason"])
+
+
+def plotted_nc1(table: pd.DataFrame) -> pd.DataFrame:
+    """The ``nc1_trace_ratio`` rows of ``table``, less the adaptive kernels that did not converge."""
+    record = table[(table["quantity"] == ADAPTIVE) & (table["metric"] == "converged")]
+    unconverged = record.loc[record["value"].astype(float) < 1.0, "run"]
+    rows = table[table["metric"] == NC1]
+    return rows[~((rows["quantity"] == ADAPTIVE) & rows["run"].isin(unconverged))]
+
+
+def nc1_vs_d0(table: pd.DataFrame) -> Figure:
+    """``log10 NC1`` against ``d0`` (log2 axis) for the balanced runs (module docstring)."""
+    rows = plotted_nc1(table)
+    rows = rows[rows["class_sizes"].map(_is_balanced)]
+    rows = rows.assign(log10_nc1=np.log10(rows["value"].astype(float)))
+    panels = [
+        (key, panel)
+        for key, panel in rows.groupby(["num_classes", "n"], sort=True)
+        if panel["d0"].nunique() > 1
+    ]
+    if not panels:
+        raise NothingToPlot("no balanced (num_classes, n) with two or more d0 values")
+    figure, axes = _row_of_panels(len(panels))
+    for ax, ((num_classes, n), panel) in zip(axes, panels, strict=True):
+        stats = seed_mean(panel, ["quantity", "d0"], value="log10_nc1")
+        for quantity in _quantities(stats):
+            _band(ax, stats[stats["quantity"] == quantity], "d0", quantity)
+        ax.set_xscale("log", base=2)
+        d0_values = sorted(panel["d0"].unique())
+        ax.set_xticks(d0_values, [str(d0) for d0 in d0_values])
+        ax.minorticks_off()
+        ax.set(title=f"N={n}, C={num_classes}", xlabel="d0", ylabel="log10 NC1")
+    _legend(figure, axes[0])
+    return figure
+
+
+def nc1_ratio_vs_class_sizes(table: pd.DataFrame) -> Figure:
+    """``NC1(H) / NC1(X)`` against the class sizes, balanced first (module docstring)."""
+    rows = plotted_nc1(table)
+    data = rows[rows["quantity"] == DATA].set_index("run")["value"].astype(float)
+    rows = rows[(rows["quantity"] != DATA) & rows["run"].isin(data.index)]
+    rows = rows.assign(ratio=rows["value"].astype(float) / rows["run"].map(data).to_numpy())
+    panels = [
+        (key, panel)
+        for key, panel in rows.groupby(["num_classes", "n", "d0"], sort=True)
+        if panel["class_sizes"].nunique() > 1
+    ]
+    if not panels:
+        raise NothingToPlot("no (num_classes, n, d0) with two or more class-size configurations")
+    figure, axes = _row_of_panels(len(panels))
+    for ax, ((num_classes, n, d0), panel) in zip(axes, panels, strict=True):
+        order = sorted(panel["class_sizes"].unique(), key=_minority_fraction, reverse=True)
+        position = {sizes: index for index, sizes in enumerate(order)}
+        stats = seed_mean(
+            panel.assign(position=panel["class_sizes"].map(position)), ["quantity", "position"], "ratio"
+        )
+        for quantity in _quantities(stats):
+            _band(ax, stats[stats["quantity"] == quantity], "position", quantity)
+        ax.axhline(1.0, color="0.5", linewidth=0.8, linestyle="--")
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(order)), order, rotation=30)
+        ax.set(title=f"N={n}, d0={d0}, C={num_classes}", xlabel="class sizes", ylabel="NC1(H) / NC1(X)")
+    _legend(figure, axes[0])
+    return figure
+
+
+def write_kernel_report(sweep_dir: Path, out_dir: Path) -> list[Path]:
+    """Write ``kernels_table.csv`` (and ``.parquet`` when pyarrow is installed), ``kernels_runs.csv``
+    and ``figures/<name>.png|pdf`` for both figures of the module docstring into ``out_dir``;
+    returns the written paths. Failed runs and skipped figures are logged, never raised; raises
+    ``FileNotFoundError`` when ``sweep_dir`` is missing or holds no run directory."""
+    table, runs = collect_kernel_runs(sweep_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / f"{TABLE_STEM}.csv", out / RUNS_FILE]
+    table.to_csv(written[0], index=False)
+    runs.to_csv(written[1], index=False)
+    if importlib.util.find_spec("pyarrow") is not None:
+        written.append(out / f"{TABLE_STEM}.parquet")
+        table.to_parquet(written[-1], engine="pyarrow", index=False)
+    else:
+        log.warning("pyarrow is not installed: no %s.parquet (pip install 'ncdepth[report]')", TABLE_STEM)
+    for failed in runs[runs["status"] == "failed"].itertuples():
+        log.warning("run %s failed: %s", failed.run, failed.reason)
+    dropped = (table["metric"] == NC1).sum() - len(plotted_nc1(table))
+    if dropped:
+        log.warning("%d adaptive kernels did not converge: left out of the figures", dropped)
+    figures_dir = out / FIGURES_SUBDIR
+    for name, draw in (
+        ("kernels_nc1_vs_d0", nc1_vs_d0),
+        ("kernels_nc1_ratio_vs_class_sizes", nc1_ratio_vs_class_sizes),
+    ):
+        try:
+            figure = draw(table)
+        except NothingToPlot as reason:
+            log.info("figure %s skipped: %s", name, reason)
+            continue
+        figures_dir.mkdir(exist_ok=True)
+        for suffix in FIGURE_SUFFIXES:
+            written.append(figures_dir / f"{name}{suffix}")
+            figure.savefig(written[-1], dpi=120)
+    return written
+
+
+def _read_kernels(path: Path) -> tuple[pd.DataFrame | None, str]:
+    """A job's table and ``""``, or ``None`` and why it is unusable."""
+    if not path.is_file():
+        return None, f"no {KERNELS_FILE}"
+    try:
+        frame = pd.read_csv(path, dtype={"class_sizes": str, "quantity": str, "metric": str})
+    except (OSError, ValueError) as error:
+        return None, f"unreadable {KERNELS_FILE}: {error}"
+    missing = [column for column in KERNELS_COLUMNS if column not in frame.columns]
+    if missing:
+        return None, f"{KERNELS_FILE} lacks the columns {missing}"
+    return frame[list(KERNELS_COLUMNS)], ""
+
+
+def _sizes(class_sizes: str) -> list[int]:
+    return [int(size) for size in str(class_sizes).split("/")]
+
+
+def _is_balanced(class_sizes: str) -> bool:
+    return len(set(_sizes(class_sizes))) == 1
+
+
+def _minority_fraction(class_sizes: str) -> float:
+    sizes = _sizes(class_sizes)
+    return min(sizes) / sum(sizes)
+
+
+def _quantities(stats: pd.DataFrame) -> list[str]:
+    present = list(dict.fromkeys(stats["quantity"]))
+    return [q for q in QUANTITY_ORDER if q in present] + [q for q in present if q not in QUANTITY_ORDER]
+
+
+def _row_of_panels(count: int) -> tuple[Figure, list[Axes]]:
+    figure = Figure(figsize=(PANEL_SIZE[0] * count + 1.6, PANEL_SIZE[1] + 0.4), layout="constrained")
+    return figure, list(figure.subplots(1, count, squeeze=False)[0])
+
+
+def _band(ax: Axes, curve: pd.DataFrame, x: str, quantity: str) -> None:
+    """Mean line and a one-std band of ``curve`` (from :func:`seed_mean`) against its column ``x``,
+    in the quantity's colour (fixed across figures for :data:`QUANTITY_ORDER`)."""
+    curve = curve.sort_values(x)
+    spread = curve["std"].fillna(0.0)
+    known = quantity in QUANTITY_ORDER
+    colour = QUANTITY_COLOURS(QUANTITY_ORDER.index(quantity) if known else QUANTITY_COLOURS.N - 1)
+    style = ":" if quantity == "fcn_init" else "-"
+    ax.plot(curve[x], curve["mean"], style, marker="o", markersize=3, color=colour, label=quantity)
+    ax.fill_between(curve[x], curve["mean"] - spread, curve["mean"] + spread, color=colour, alpha=0.15)
+    ax.grid(alpha=0.3)
+
+
+def _legend(figure: Figure, ax: Axes) -> None:
+    figure.legend(*ax.get_legend_handles_labels(), fontsize="small", loc="outside right upper")
