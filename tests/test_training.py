@@ -239,6 +239,10 @@ def test_callback_writes_consistent_per_layer_metrics(tmp_path: Path) -> None:
     assert (tmp_path / "figures" / "ncc_train_acc.png").stat().st_size > 0
     logged = pd.read_csv(next((tmp_path / "logs").rglob("metrics.csv")))
     assert "nc/train/layer3/nc1" in logged.columns and "timing/analysis_s" in logged.columns
+    # the module's epoch totals: the last validation saw the final weights, as the last analysis did
+    val_acc = logged["val/acc"].dropna()
+    assert len(val_acc) == 4 and val_acc.iloc[-1] == pytest.approx(callback.last_accuracy["test"], abs=1e-6)
+    assert logged["train/loss"].dropna().is_monotonic_decreasing
 
 
 def test_callback_equals_metrics_computed_by_hand(tmp_path: Path) -> None:

@@ -37,6 +37,8 @@ class NCModule(pl.LightningModule):
         self.loss_config = loss or LossConfig()
         self.optimizer_config = optimizer or OptimizerConfig()
         self.scheduler_config = scheduler or SchedulerConfig()
+        self._totals: dict[str, Tensor] = {}  # stage -> (loss sum, correct) of the epoch, on the device
+        self._samples: dict[str, int] = {}  # stage -> samples of the epoch
 
     def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """``model(x)``: ``(logits, {layer: embedding})``."""
@@ -59,34 +61,43 @@ class NCModule(pl.LightningModule):
         x, y = batch
         logits, embeddings = self.model(x)
         loss = self.objective(logits, embeddings[self.model.classifier_layer], y)
-        accuracy = (logits.argmax(dim=1) == y).float().mean()
-        batch_size = y.shape[0]
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=batch_size,
-            sync_dist=True,
-        )
-        self.log(
-            f"{stage}/acc",
-            accuracy,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=batch_size,
-            sync_dist=True,
-        )
+        batch_totals = torch.stack([loss.detach().double() * y.shape[0], (logits.argmax(dim=1) == y).sum()])
+        self._totals[stage] = self._totals.get(stage, 0.0) + batch_totals
+        self._samples[stage] = self._samples.get(stage, 0) + y.shape[0]
         return loss
+
+    def _log_epoch(self, stage: str) -> None:
+        """Log ``{stage}/loss`` and ``{stage}/acc`` of the epoch, sample-weighted over every process,
+        from the totals accumulated on the device (one reduction per epoch, none per step)."""
+        totals, samples = self._totals.pop(stage, None), self._samples.pop(stage, 0)
+        if totals is None:
+            return
+        totals = torch.cat([totals, totals.new_tensor([samples])])
+        loss_sum, correct, count = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        self.log_dict({f"{stage}/loss": loss_sum / count, f"{stage}/acc": correct / count}, prog_bar=True)
+
+    def _reset(self, stage: str) -> None:
+        self._totals.pop(stage, None)
+        self._samples.pop(stage, None)
+
+    def on_train_epoch_start(self) -> None:
+        self._reset("train")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset("val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """One optimisation step's loss on ``batch = (x, y)``."""
         return self._shared_step(batch, "train")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """Logs the validation loss and accuracy of ``batch = (x, y)``."""
+        """Accumulates the validation loss and accuracy of ``batch = (x, y)``."""
         self._shared_step(batch, "val")
 
     def parameter_groups(self) -> list[dict[str, object]]:
