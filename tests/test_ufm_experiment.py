@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from ncdepth.cli import CONFIG_DIR
 from ncdepth.cli.report import main as report_main
-from ncdepth.cli.ufm import UFMJob
+from ncdepth.cli.ufm import UFMJob, run_job
 from ncdepth.report.ufm import is_ufm_sweep, write_ufm_report
 
 NCDEPTH_UFM = Path(sys.executable).parent / "ncdepth-ufm"
@@ -123,3 +123,27 @@ def test_bad_input_exits_2_naming_the_key_and_writes_nothing(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "ncdepth-ufm: error: feature_decay" in result.stderr
     assert not run_dir.exists() or not any(run_dir.iterdir())
+
+
+def test_restarts_keep_the_start_with_the_lowest_objective() -> None:
+    """Imbalanced, M = 3, past the minority-collapse threshold: the orthogonal start ends in a
+    spurious minimum (every class collapsed), a Gaussian start reaches the closed form."""
+    overrides = ["class_sizes=[200,100,50,50]", "depth=3", "weight_decay=2e-2", "feature_decay=2e-2"]
+    job = UFMJob.from_config(
+        compose_ufm(*overrides, "init=[orthogonal,gaussian]", "restarts=2", "iterations=300")["job"]
+    )
+    result, summary = run_job(job)
+    starts = summary["starts"]
+    assert [(start["init"], start["seed"]) for start in starts] == [
+        ("orthogonal", 0),
+        ("orthogonal", 1),
+        ("gaussian", 0),
+        ("gaussian", 1),
+    ]
+    assert result.final_objective == min(start["final_objective"] for start in starts)
+    assert summary["objective_gap"] < 1e-9 and summary["measured"]["collapsed"] == [2, 3]
+
+
+def test_init_must_name_known_initialisations() -> None:
+    with pytest.raises(ValueError, match="init"):
+        UFMJob.from_config(compose_ufm("init=[]")["job"])

@@ -8,7 +8,11 @@ closed form (Dang et al. 2023) (Hydra app).
 One job runs :func:`ncdepth.theory.ufm.optimize` with the config's ``class_sizes``, ``depth``,
 ``weight_decay``, ``feature_decay``, ``bias``, ``loss``, ``solver`` (its ``method``),
 ``iterations`` (its ``steps``), ``lr``, ``width``, ``init``, ``log_every`` and ``seed``, and writes
-into the Hydra run directory:
+into the Hydra run directory the result of the best of its starts: the deep-linear UFM has spurious
+local minima (more classes collapsed than at the optimum) that a single start from either
+initialisation can end in, so ``init`` may list several initialisations and ``restarts`` gives the
+number of seeds (``seed``, ``seed + 1``, ...) per initialisation; the start with the lowest final
+objective is kept and every start's final objective is listed in ``summary.json`` (``starts``).
 
 * ``ufm.csv``: the tidy trace ``step, metric, value``: ``objective``, the DESIGN §1 metrics, and
   (MSE with a closed form) ``objective_gap`` and ``closed_form_WWT/HTH/WH``, or (cross-entropy)
@@ -72,7 +76,8 @@ class UFMJob:
     iterations: int
     lr: float | None
     width: int | None
-    init: str
+    init: tuple[str, ...]
+    restarts: int
     log_every: int
     seed: int
     threads: int
@@ -107,7 +112,8 @@ class UFMJob:
             iterations=check_int("iterations", cfg["iterations"], minimum=1),
             lr=None if cfg["lr"] is None else check_number("lr", cfg["lr"], minimum=0.0, inclusive=False),
             width=width,
-            init=check_choice("init", cfg["init"], INITS),
+            init=_inits(cfg["init"]),
+            restarts=check_int("restarts", cfg["restarts"], minimum=1),
             log_every=check_int("log_every", cfg["log_every"], minimum=1),
             seed=check_int("seed", cfg["seed"], minimum=0),
             threads=check_int("threads", cfg["threads"], minimum=1),
@@ -122,21 +128,26 @@ class UFMJob:
 def run_job(job: UFMJob) -> tuple[UFMResult, dict[str, Any]]:
     """Optimise the UFM of ``job``; return the result and the content of ``summary.json``."""
     started = time.perf_counter()
-    result = optimize(
-        job.class_sizes,
-        job.depth,
-        job.weight_decay,
-        job.feature_decay,
-        width=job.width,
-        bias=job.bias,
-        loss=job.loss,
-        method=job.solver,
-        steps=job.iterations,
-        lr=job.lr,
-        seed=job.seed,
-        log_every=job.log_every,
-        init=job.init,
-    )
+    starts = []
+    for init in job.init:
+        for seed in range(job.seed, job.seed + job.restarts):
+            run = optimize(
+                job.class_sizes,
+                job.depth,
+                job.weight_decay,
+                job.feature_decay,
+                width=job.width,
+                bias=job.bias,
+                loss=job.loss,
+                method=job.solver,
+                steps=job.iterations,
+                lr=job.lr,
+                seed=seed,
+                log_every=job.log_every,
+                init=init,
+            )
+            starts.append(({"init": init, "seed": seed, "final_objective": run.final_objective}, run))
+    result = min(starts, key=lambda start: start[1].final_objective)[1]
     seconds = time.perf_counter() - started
     final = result.history[-1]
     summary: dict[str, Any] = {
@@ -147,6 +158,7 @@ def run_job(job: UFMJob) -> tuple[UFMResult, dict[str, Any]]:
         "reference": "none",
         "measured": measured_geometry(result, job.class_sizes),
         "predicted": None,
+        "starts": [record for record, _ in starts],
         "seconds": seconds,
         "config": asdict(job),
     }
@@ -165,6 +177,14 @@ def run_job(job: UFMJob) -> tuple[UFMResult, dict[str, Any]]:
     elif job.loss == "ce":
         summary["reference"] = "simplex_etf_critical_point"
     return result, summary
+
+
+def _inits(value: Any) -> tuple[str, ...]:
+    """``init``: one initialisation or a non-empty list of them, each one of ``INITS``."""
+    values = list(value) if isinstance(value, list | tuple) else [value]
+    if not values:
+        raise ValueError(f"init must be one of {list(INITS)} or a non-empty list of them, got {value!r}")
+    return tuple(check_choice("init", item, INITS) for item in values)
 
 
 def measured_geometry(result: UFMResult, class_sizes: tuple[int, ...]) -> dict[str, Any]:
