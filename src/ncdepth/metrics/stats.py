@@ -88,14 +88,13 @@ class Anchors:
     ``hi``: ``(C, d)`` pass-1 means ``m_c`` in the working precision (the centre of every sample in pass 2).
     ``directions``: ``(d, C + K)`` in the working precision, columns ``mu_c - mu_G`` followed by
     ``nu_k - mu_G`` for the ``K`` NCC centres ``nu`` (none when the NCC centres are the class means).
-    ``centre_gap``: ``(C, K)`` float64, ``||hi_a - nu_k||^2`` — the NCC distance of a sample sitting at ``hi_a``.
-    ``absent``: ``(K,)`` bool, NCC centres that belong to empty classes and are never predicted.
+    ``centre_gap``: ``(C, K)`` float64, ``||hi_a - nu_k||^2`` — the NCC distance of a sample sitting at
+    ``hi_a``; ``+inf`` in the columns of NCC centres that belong to empty classes (never predicted).
     """
 
     hi: Tensor
     directions: Tensor
     centre_gap: Tensor
-    absent: Tensor
     own_centres: bool
 
     @property
@@ -131,7 +130,8 @@ def make_anchors(
         columns = [centred, other]
         gap = _squared_distances(hi.double() - global_mean, other)
     directions = torch.cat(columns, 0).T.to(dtype).contiguous()
-    return Anchors(hi=hi, directions=directions, centre_gap=gap, absent=absent, own_centres=own)
+    gap = gap.masked_fill(absent[None, :], float("inf"))
+    return Anchors(hi=hi, directions=directions, centre_gap=gap, own_centres=own)
 
 
 def _squared_distances(a: Tensor, b: Tensor) -> Tensor:
@@ -157,6 +157,8 @@ def second_pass(h: Tensor, labels: Tensor, anchors: Anchors, *, full_scatter: bo
         ||h_i - nu_k||^2 = ||h_i - hi_y||^2 + 2 (h_i - hi_y) . (hi_y - nu_k) + ||hi_y - nu_k||^2,
 
     where ``(h_i - hi_y) . (hi_y - nu_k) = z_{i,y} - z'_{i,k}`` up to the float32 rounding of the means.
+    The first term and ``z_{i,y}`` do not depend on ``k``, so the nearest centre is the ``k`` that
+    minimises ``||hi_y - nu_k||^2 - 2 z'_{i,k}``.
     """
     num_classes = anchors.num_classes
     index = labels.clamp(0, num_classes - 1)  # out-of-range labels were rejected after pass 1
@@ -167,10 +169,7 @@ def second_pass(h: Tensor, labels: Tensor, anchors: Anchors, *, full_scatter: bo
     own = projections[:, :num_classes]
     to_centres = own if anchors.own_centres else projections[:, num_classes:]
 
-    own_at_label = own.gather(1, index[:, None])
-    distances = sq[:, None] + 2.0 * (own_at_label - to_centres) + anchors.centre_gap[index]
-    distances = distances.masked_fill(anchors.absent[None, :], float("inf"))
-    prediction = distances.argmin(1)
+    prediction = torch.add(anchors.centre_gap[index], to_centres, alpha=-2.0).argmin(1)
 
     offsets = torch.zeros_like(anchors.hi).index_add_(0, index, diff).double()
     zeros = torch.zeros(num_classes, dtype=torch.float64, device=h.device)
