@@ -124,6 +124,13 @@ def test_shards_are_disjoint_and_cover_the_split_once(num_samples: int, world_si
     assert _shard(loader, SimpleNamespace(world_size=1, global_rank=0)) is loader
 
 
+def test_a_split_smaller_than_the_world_fails_on_every_rank() -> None:
+    loader = DataLoader(TensorDataset(torch.arange(2)), batch_size=ANALYSIS_BATCH)
+    for rank in range(3):
+        with pytest.raises(ValueError, match="2 samples cannot be shared by 3 processes"):
+            _shard(loader, SimpleNamespace(world_size=3, global_rank=rank))
+
+
 @pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="ddp_fork needs os.fork")
 @pytest.mark.parametrize(
     "strategy",

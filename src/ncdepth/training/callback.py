@@ -260,6 +260,11 @@ def _shard(loader: DataLoader, trainer: pl.Trainer) -> DataLoader:
     so every sample counts once in the synced metrics); a single process keeps ``loader``."""
     if trainer.world_size == 1:
         return loader
+    if len(loader.dataset) < trainer.world_size:  # every rank raises: none waits in a collective
+        raise ValueError(
+            f"an analysis split of {len(loader.dataset)} samples cannot be shared by "
+            f"{trainer.world_size} processes (each needs at least one sample)"
+        )
     indices = range(trainer.global_rank, len(loader.dataset), trainer.world_size)
     return DataLoader(
         Subset(loader.dataset, indices),
