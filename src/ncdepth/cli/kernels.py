@@ -50,14 +50,12 @@ from ncdepth.cli.kernels_config import KernelJobConfig, TrainSettings, parse_con
 from ncdepth.metrics.functional import nc1_trace_ratio
 from ncdepth.models import FCN2
 from ncdepth.report.kernels import KERNELS_COLUMNS, KERNELS_FILE, NC1
+from ncdepth.rundir import SUMMARY_FILE, atomic_write
 from ncdepth.theory.adaptive import adaptive_kernel
 from ncdepth.theory.gaussian_data import gaussian_classes
 from ncdepth.theory.kernels import kernel_nc1, nngp, ntk
 
 log = logging.getLogger(__name__)
-
-
-SUMMARY_FILE = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -176,7 +174,7 @@ def write_outputs(run_dir: Path, cfg: DictConfig, config: KernelJobConfig, resul
         "adaptive_steps": result.anneal_steps,
         "timings": result.timings,
     }
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
+    atomic_write(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, allow_nan=True) + "\n")
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="kernels", version_base="1.3")

@@ -4,14 +4,16 @@
     ncdepth-report SWEEP_DIR --out results/depth_sweep --format parquet
 
 Writes ``report.csv`` and/or ``report.parquet`` (every measured number of every run, the swept
-values as columns), ``runs.csv`` (one row per run: status, swept values, effective depths, final
-accuracies) and ``figures/*.png|pdf``. A bound sweep (``conf/experiment/bound*.yaml``, varying
-``data.extra_label_noise``) also gets ``bound.csv`` and ``figures/generalization_bound.png|pdf``
-(:mod:`ncdepth.report.bound`). A sweep of ``ncdepth-kernels`` runs gets the kernel tables and
-figures instead (:mod:`ncdepth.report.kernels`), one of ``ncdepth-ufm`` runs the UFM table and
-figure (:mod:`ncdepth.report.ufm`). Failed and unfinished runs are listed, never fatal; a figure
-the sweep cannot support is skipped with a note. Exits 2 when ``SWEEP_DIR`` does not exist or
-holds no run directory.
+values as columns), ``runs.csv`` (one row per job of the sweep, from its ``multirun.yaml``: status,
+reason, swept values, effective depths, final accuracies) and ``figures/*.png|pdf``, and prints the
+count of jobs per status and one line per job (:mod:`ncdepth.report.collect`). A bound sweep
+(``conf/experiment/bound*.yaml``, varying ``data.extra_label_noise``) also gets ``bound.csv`` and
+``figures/generalization_bound.png|pdf`` (:mod:`ncdepth.report.bound`). A sweep of ``ncdepth-kernels``
+runs gets the kernel tables and figures instead (:mod:`ncdepth.report.kernels`), one of ``ncdepth-ufm``
+runs the UFM table and figure (:mod:`ncdepth.report.ufm`). Jobs that failed, are running, were
+interrupted or never started are listed, never fatal; a figure the sweep cannot support is skipped
+with a note. Exits 2 when ``SWEEP_DIR`` does not exist or holds neither a ``multirun.yaml`` that
+expands nor a run directory.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ncdepth.report.bound import (
     bound_table,
     is_bound_sweep,
 )
-from ncdepth.report.collect import STATUSES, Sweep
+from ncdepth.report.collect import Sweep
 from ncdepth.report.figures import FIGURE_SUFFIXES, NothingToPlot
 from ncdepth.report.kernels import is_kernel_sweep, write_kernel_report
 from ncdepth.report.tables import TABLE_FORMATS, parse_formats
@@ -66,7 +68,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the report; returns the exit status (0, or 2 for a missing or empty sweep directory;
-    argparse exits 2 for a bad ``--format``)."""
+    argparse exits 2 for a bad ``--format``): whatever the jobs' statuses, the report is written."""
     args = parse_args(argv)
     out = args.out if args.out is not None else args.sweep_dir / DEFAULT_OUT_SUBDIR
     theory_report = _theory_report(args.sweep_dir)
@@ -81,14 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     table, runs = tidy_table(sweep), runs_table(sweep)
     tables = write_tables(table, runs, out, args.format)
-    counts = runs["status"].value_counts()
-    print(
-        f"{len(runs)} runs in {sweep.directory}: "
-        + ", ".join(f"{counts.get(status, 0)} {status}" for status in STATUSES)
-    )
+    for note in sweep.notes:
+        print(f"note: {note}")
+    print(sweep.counts())
     for run in sweep.runs:
-        if run.status != "finished":
-            print(f"  {run.status:<10} {run.name}: {run.reason}")
+        print(f"  {sweep.describe(run)}")
     print(f"grouping keys (seeds averaged): {sweep.grouping_keys or 'none'}")
     figures, skipped = save_figures(table, runs, sweep.grouping_keys, out / FIGURES_SUBDIR)
     for name, reason in skipped.items():

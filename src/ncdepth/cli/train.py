@@ -4,24 +4,37 @@
     ncdepth-train model=conv data=digits trainer.max_epochs=100
     ncdepth-train +experiment=mlp_depth_sweep_quick -m   # a sweep defined in conf/experiment/
     ncdepth-train -m model.depth=2,4,8 seed=0,1     # a sweep, one run directory per job
-    ncdepth-train hydra.run.dir=DIR                 # DIR has checkpoints/last.ckpt: resume it
+    ncdepth-train hydra.run.dir=DIR                 # DIR holds a run: resume it
 
-A run whose directory already holds ``checkpoints/last.ckpt`` resumes from it (``auto_resume``),
-which is how a preempted or timed-out Slurm task requeued by submitit continues where it stopped;
-under Slurm, Lightning's own requeue handler is switched off so that submitit owns the requeue.
+The life of a run directory (file names and formats: :mod:`ncdepth.rundir`):
 
-The whole config is validated and every object (data, model, module, trainer) is built before the
-run directory receives a file, so a wrong value exits non-zero with a message naming the key and
-leaves earlier runs untouched. The run directory then holds ``.hydra/`` (config, hydra config,
-overrides), ``train.log``, ``metrics.csv``, ``summary.json``, ``figures/``, ``checkpoints/last.ckpt``
-and the Lightning loggers' files.
+1. The config is resolved, validated and every object (data, model, module, trainer) is built
+   before the directory receives a file: a wrong value exits 2 with one line naming the key.
+2. A directory that already holds a run is compared with the new config: a difference in any key
+   outside :data:`ncdepth.rundir.RESUMABLE_KEYS` exits 2, listing the keys, and changes nothing; a
+   finished run asked for no more epochs exits 0 and changes nothing.
+3. The process takes the directory's lock (another live owner: exit 2, naming it), writes
+   ``.hydra/`` and ``status.json`` (``running``), and trains, resuming from the newest complete
+   checkpoint of the directory (``auto_resume``) or from ``ckpt_path``.
+4. ``status.json`` ends ``finished``, or ``failed`` with the reason (the traceback goes to
+   ``train.log``). SIGTERM / SIGUSR1 / SIGUSR2 save a checkpoint first
+   (:mod:`ncdepth.training.checkpointing`); under submitit, submitit requeues the task, which then
+   resumes in the same directory. Lightning's own Slurm requeue is off: submitit owns the requeue.
+
+In a multirun, a job that cannot be built records ``failed`` and its reason in its own directory
+and the sweep goes on; the sweep exits non-zero at the end (:mod:`ncdepth.cli.sweep_callbacks`).
+Under DDP, only the global rank zero process owns the directory; the other ranks only train.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import os
+import signal
 import sys
+import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +42,37 @@ import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
+from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from ncdepth.cli import CONFIG_DIR
+from ncdepth.cli.launcher_checks import slurm_layout_error
 from ncdepth.cli.run_files import log_to_file, save_run_config
 from ncdepth.data import DatasetUnavailableError
 from ncdepth.models.validation import check_int
+from ncdepth.rundir import (
+    CONFIG_FILE,
+    FAILED,
+    FINISHED,
+    RESUMABLE_KEYS,
+    RUN_LOG,
+    RUNNING,
+    RunLock,
+    RunLocked,
+    config_differences,
+    config_fingerprint,
+    read_status,
+    write_status,
+)
 from ncdepth.training import NCModule, NeuralCollapseCallback
+from ncdepth.training.checkpointing import RunCheckpoint, resumable_checkpoint
 from ncdepth.training.config import (
     AnalysisConfig,
+    CheckpointConfig,
     LossConfig,
     OptimizerConfig,
     SchedulerConfig,
@@ -51,16 +83,29 @@ from ncdepth.training.random_state import RandomStateCheckpoint
 
 log = logging.getLogger(__name__)
 
+TRAINER_KEYS_SET_BY_CLI = (
+    "callbacks",
+    "logger",
+    "default_root_dir",
+    "enable_model_summary",
+    "enable_checkpointing",
+)
+BUILD_ERRORS = (ValueError, DatasetUnavailableError, MisconfigurationException)
+"""Errors of a config that cannot be built: reported in one line, without a traceback."""
+RANK_VARIABLES = ("RANK", "NODE_RANK", "LOCAL_RANK", "SLURM_PROCID")
+"""Set (to a non-zero rank) in every process of a multi-process run but the first."""
+MID_EPOCH_WARNING = "You're resuming from a checkpoint that ended before the epoch ended"
+"""Lightning's warning on a mid-epoch resume; ``NCDataModule`` restores the position itself."""
 
-RUN_LOG = "train.log"
-CHECKPOINT_SUBDIR = "checkpoints"
-TRAINER_KEYS_SET_BY_CLI = ("callbacks", "logger", "default_root_dir", "enable_model_summary")
+
+class RunRefused(Exception):
+    """The run directory holds a run this process must not touch."""
 
 
 def build_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, NCModule, pl.LightningDataModule]:
     """Validate ``cfg`` and build the datamodule (set up for ``fit``), the model, the module and
-    the trainer writing to ``run_dir``. Raises ``ValueError`` naming the offending key; writes no
-    file."""
+    the trainer writing to ``run_dir``. Raises one of :data:`BUILD_ERRORS` naming the offending
+    key; writes no file."""
     check_top_level_keys(list(cfg.keys()))
     check_int("seed", cfg.seed, minimum=0)
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
@@ -71,7 +116,11 @@ def build_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, NCModule, pl.
     optimizer = from_node(OptimizerConfig, "optimizer", cfg.optimizer)
     scheduler = from_node(SchedulerConfig, "scheduler", cfg.scheduler)
     analysis = from_node(AnalysisConfig, "nc", cfg.nc)
+    checkpointing = from_node(CheckpointConfig, "checkpoint", cfg.checkpoint)
     trainer_options = _trainer_options(cfg.trainer)
+    layout_error = slurm_layout_error(trainer_options, os.environ)
+    if layout_error is not None:
+        raise ValueError(layout_error)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = _instantiate(cfg.data)
     datamodule.prepare_data()
@@ -81,20 +130,18 @@ def build_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, NCModule, pl.
     nc_callback = NeuralCollapseCallback(
         analysis, run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True)
     )
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / CHECKPOINT_SUBDIR,
-        save_last=True,
-        save_top_k=0,
-        every_n_epochs=1,
-        save_on_train_epoch_end=True,
-    )
     extra_callbacks = [_instantiate(node) for node in cfg.callbacks.values()]
     if not trainer_options.get("enable_progress_bar", True):  # trainer.enable_progress_bar=false wins
         extra_callbacks = [callback for callback in extra_callbacks if not isinstance(callback, ProgressBar)]
     loggers = [_instantiate(node, save_dir=str(run_dir)) for node in cfg.logger.values()]
     trainer = pl.Trainer(
         **trainer_options,
-        callbacks=[nc_callback, RandomStateCheckpoint(), *extra_callbacks, checkpoint],
+        callbacks=[
+            nc_callback,
+            RandomStateCheckpoint(),
+            *extra_callbacks,
+            RunCheckpoint(run_dir, every_minutes=checkpointing.every_minutes),
+        ],
         logger=loggers,
         default_root_dir=str(run_dir),
         enable_model_summary=False,
@@ -104,33 +151,141 @@ def build_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, NCModule, pl.
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
-    """``cfg.ckpt_path``, else (with ``auto_resume``) the run directory's ``last.ckpt`` if any."""
+    """``cfg.ckpt_path``; else, with ``auto_resume``, the run directory's newest complete
+    checkpoint (a broken ``last.ckpt`` is named in the log and ``previous.ckpt`` used); else
+    ``None`` (a fresh start, said in the log when the directory had checkpoints)."""
     if cfg.ckpt_path is not None:
         return str(cfg.ckpt_path)
-    last = run_dir / CHECKPOINT_SUBDIR / "last.ckpt"
-    if cfg.auto_resume and last.is_file():
-        log.info("resuming from %s (auto_resume)", last)
-        return str(last)
+    if not cfg.auto_resume:
+        return None
+    found = resumable_checkpoint(run_dir)
+    if found is not None:
+        log.info("resuming from %s (auto_resume)", found)
+        return str(found)
+    if any((run_dir / "checkpoints").glob("*.ckpt")):
+        log.warning("no complete checkpoint in %s: training starts afresh", run_dir / "checkpoints")
     return None
+
+
+def check_run_dir(run_dir: Path, config: dict[str, Any]) -> bool:
+    """Whether ``run_dir`` still has work for ``config``: ``False`` for a finished run asked for no
+    more epochs. Raises :class:`RunRefused` when the directory holds a run whose config differs in a
+    key outside :data:`RESUMABLE_KEYS`."""
+    status = read_status(run_dir)
+    earlier = status.get("config") if status else _legacy_config(run_dir)
+    if earlier is None:
+        return True
+    differences = config_differences(earlier, config)
+    if differences:
+        raise RunRefused(
+            f"run directory {run_dir} holds a run with another config; rerunning there would mix two "
+            f"experiments. Differing keys: {'; '.join(differences)}. Only these keys may change on "
+            f"resume: {', '.join(RESUMABLE_KEYS)}. Choose another hydra.run.dir for a new run."
+        )
+    more_epochs = config["trainer"]["max_epochs"] > earlier["trainer"]["max_epochs"]
+    return not (status and status.get("state") == FINISHED and not more_epochs)
+
+
+def _legacy_config(run_dir: Path) -> dict[str, Any] | None:
+    """The resolved ``.hydra/config.yaml`` of a run directory written before ``status.json``."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        return None
+    try:
+        return OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE), resolve=True)
+    except Exception:  # an interpolation this process cannot resolve: compare it unresolved
+        return OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE))
+
+
+def is_rank_zero_process() -> bool:
+    """Whether this is the first process of the run (every one, outside multi-process runs)."""
+    return all(os.environ.get(variable, "0") == "0" for variable in RANK_VARIABLES)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """Train ``cfg.model`` on ``cfg.data`` with the NC callback; outputs in the Hydra run dir.
-    A config value that fails validation exits with status 2 and a one-line message."""
+    """Run one job (module docstring). A single run exits 2 on a config it cannot build or a run
+    directory it must not touch; a job of a multirun records the failure and returns."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    warnings.filterwarnings("ignore", message=MID_EPOCH_WARNING)
+    if not is_rank_zero_process():
+        trainer, module, datamodule = build_run(cfg, run_dir)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
+        return
     try:
         trainer, module, datamodule = build_run(cfg, run_dir)
-    except (ValueError, DatasetUnavailableError) as error:  # names the key or the files; no traceback
-        print(f"ncdepth-train: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        config = OmegaConf.to_container(cfg, resolve=True)
+        if not check_run_dir(run_dir, config):
+            print(f"ncdepth-train: {run_dir} holds a finished run with this config: nothing to do")
+            return
+    except (*BUILD_ERRORS, RunRefused) as error:  # names the key or the files; no traceback
+        _refuse(error, cfg, run_dir, multirun, record=not isinstance(error, RunRefused))
+        return
+    except Exception as error:
+        if not multirun:
+            raise
+        _refuse(error, cfg, run_dir, multirun, record=True, details=traceback.format_exc())
+        return
+    try:
+        with RunLock(run_dir):
+            _train(cfg, config, run_dir, trainer, module, datamodule, multirun)
+    except (RunLocked, RunRefused) as error:
+        _refuse(error, cfg, run_dir, multirun, record=False)
+
+
+def _train(
+    cfg: DictConfig,
+    config: dict[str, Any],
+    run_dir: Path,
+    trainer: pl.Trainer,
+    module: NCModule,
+    datamodule: pl.LightningDataModule,
+    multirun: bool,
+) -> None:
+    """Fit under the lock, recording the outcome in ``status.json``."""
+    if not check_run_dir(run_dir, config):  # the directory may have changed while we built
+        print(f"ncdepth-train: {run_dir} holds a finished run with this config: nothing to do")
+        return
     save_run_config(cfg, run_dir)
+    attempts = int((read_status(run_dir) or {}).get("attempts", 0)) + 1
+    write_status(run_dir, RUNNING, fingerprint=config_fingerprint(config), config=config, attempts=attempts)
+    checkpointing = next(callback for callback in trainer.callbacks if isinstance(callback, RunCheckpoint))
     with log_to_file(run_dir / RUN_LOG):
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
-        except BaseException:  # recorded in train.log so that ncdepth-report lists the run as failed
+        except BaseException as error:  # the traceback goes to train.log; the reason to status.json
+            if checkpointing.stopped_by is not None:  # a preemption: submitit's exit or ours
+                signame = signal.Signals(checkpointing.stopped_by).name
+                write_status(run_dir, FAILED, f"stopped by {signame} after a checkpoint: resumes when rerun")
+                raise
             log.exception("training failed")
+            write_status(run_dir, FAILED, f"{type(error).__name__}: {error}".strip())
+            if multirun and isinstance(error, Exception):
+                return
             raise
+    write_status(run_dir, FINISHED)
+
+
+def _refuse(
+    error: BaseException,
+    cfg: DictConfig,
+    run_dir: Path,
+    multirun: bool,
+    *,
+    record: bool,
+    details: str = "",
+) -> None:
+    """Report ``error`` in one line. In a multirun, a job directory that holds no earlier run
+    records it (``.hydra/``, ``status.json`` failed) and the sweep goes on; a single run exits 2."""
+    message = f"{type(error).__name__}: {error}" if details else str(error)
+    print(f"ncdepth-train: error: {message}", file=sys.stderr)
+    if not multirun:
+        raise SystemExit(2)
+    if record and read_status(run_dir) is None and not (run_dir / CONFIG_FILE).exists():
+        save_run_config(cfg, run_dir)
+        write_status(run_dir, FAILED, message, attempts=1)
+        if details:
+            (run_dir / RUN_LOG).write_text(details)
 
 
 def _trainer_options(node: DictConfig) -> dict[str, Any]:

@@ -48,14 +48,13 @@ from omegaconf import DictConfig, OmegaConf
 from ncdepth.cli import CONFIG_DIR
 from ncdepth.cli.run_files import log_to_file, save_run_config
 from ncdepth.models.validation import check_bool, check_choice, check_int, check_number
+from ncdepth.rundir import SUMMARY_FILE, write_json
 from ncdepth.theory.geometry import grams, minority_collapse
 from ncdepth.theory.ufm import INITS, LOSSES, METHODS, UFMResult, closed_form, optimize, validate
-from ncdepth.training.results import write_summary
 
 log = logging.getLogger(__name__)
 
 TRACE_FILE = "ufm.csv"
-SUMMARY_FILE = "summary.json"
 RUN_LOG = "ufm.log"
 TRACE_COLUMNS = ("step", "metric", "value")
 COLLAPSE_TOL = 1e-3
@@ -216,7 +215,7 @@ def trace_table(result: UFMResult) -> pd.DataFrame:
 def write_outputs(run_dir: Path, result: UFMResult, summary: Mapping[str, Any]) -> None:
     """``ufm.csv`` and ``summary.json`` (non-finite numbers as ``null``) in ``run_dir``."""
     trace_table(result).to_csv(run_dir / TRACE_FILE, index=False)
-    write_summary(run_dir / SUMMARY_FILE, summary)
+    write_json(run_dir / SUMMARY_FILE, summary)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="ufm", version_base="1.3")

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from ncdepth.data.imbalance import IMBALANCE_KINDS, imbalanced_counts, select_per_class
 from ncdepth.data.noise import apply_label_noise
 from ncdepth.data.registry import DATASETS
+from ncdepth.data.shuffle import ResumableShuffle
 from ncdepth.data.splits import DatasetSplits
 from ncdepth.data.tensor_dataset import LabelledTensorDataset
 from ncdepth.data.transforms import augmentation
@@ -109,7 +110,7 @@ class NCDataModule(pl.LightningDataModule):
             )
         self.save_hyperparameters()
         self._splits: DatasetSplits | None = None
-        self._shuffle_generator = torch.Generator().manual_seed(self.seed)
+        self._shuffle = ResumableShuffle(0, torch.Generator().manual_seed(self.seed))
 
     def _check_class_counts(self, class_counts: Sequence[int] | None) -> list[int] | None:
         if class_counts is None:
@@ -220,16 +221,20 @@ class NCDataModule(pl.LightningDataModule):
             augment = augmentation(self.input_shape[-1], self.spec.crop_padding, self.spec.flip)
             transform = augment if transform is None else torch.nn.Sequential(transform, augment)
         dataset = LabelledTensorDataset(self.train_inputs, (self.train_labels,), transform)
-        return self._loader(dataset, self.batch_size, shuffle=True, generator=self._shuffle_generator)
+        self._shuffle.num_samples = len(dataset)
+        return self._loader(dataset, self.batch_size, sampler=self._shuffle)
 
     def state_dict(self) -> dict[str, Any]:
-        """The shuffling generator's state, saved in checkpoints so a resumed run draws the same
-        epoch orders as an uninterrupted one."""
-        return {"shuffle_generator": self._shuffle_generator.get_state()}
+        """The shuffling position (:class:`ResumableShuffle`), saved in checkpoints so that a run
+        resumed at any batch boundary draws the same batches as an uninterrupted one: the samples
+        of the current epoch already trained on are those of the batches Lightning processed."""
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current if self.trainer else None
+        consumed = 0 if progress is None else progress.processed * self.batch_size
+        return {"shuffle": self._shuffle.state_dict(consumed)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (Lightning calls it before building the train loader)."""
-        self._shuffle_generator.set_state(state_dict["shuffle_generator"])
+        self._shuffle.load_state_dict(state_dict["shuffle"])
 
     def val_dataloader(self) -> DataLoader:
         """``(x, y)`` batches of the test split, fixed order, no augmentation."""

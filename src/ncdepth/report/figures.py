@@ -194,8 +194,9 @@ def save_figures(
     table: pd.DataFrame, runs: pd.DataFrame, grouping: Sequence[str], out_dir: str | Path
 ) -> tuple[list[Path], dict[str, str]]:
     """Draw the four standard figures into ``out_dir`` as ``NAME.png`` and ``NAME.pdf``: curves
-    over epochs from finished and unfinished runs, final values from finished runs only (failed
-    runs are left out). Returns the written paths and ``{name: why it was skipped}``."""
+    over epochs from every run with metrics (finished, running, interrupted), final values from
+    finished runs only (failed runs are left out). Returns the written paths and
+    ``{name: why it was skipped}``."""
     usable = table[table["run"].isin(runs.loc[runs["status"] != "failed", "run"])]
     finished = table[table["run"].isin(runs.loc[runs["status"] == "finished", "run"])]
     figures: dict[str, Callable[[], Figure]] = {

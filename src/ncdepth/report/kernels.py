@@ -27,8 +27,9 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ncdepth.report.collect import RUN_CONFIG, find_run_dirs
+from ncdepth.report.collect import find_run_dirs
 from ncdepth.report.figures import FIGURE_SUFFIXES, PANEL_SIZE, NothingToPlot, seed_mean
+from ncdepth.rundir import CONFIG_FILE, HYDRA_CONFIG_FILE
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def is_kernel_sweep(sweep_dir: str | Path) -> bool:
     for run_dir in find_run_dirs(sweep_dir):
         if (run_dir / KERNELS_FILE).is_file():
             return True
-        hydra_config = run_dir / RUN_CONFIG.parent / "hydra.yaml"
+        hydra_config = run_dir / HYDRA_CONFIG_FILE
         if hydra_config.is_file() and f"name: {JOB_NAME}\n" in hydra_config.read_text():
             return True
     return False
@@ -70,7 +71,7 @@ def collect_kernel_runs(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFra
         raise FileNotFoundError(f"sweep directory {root} does not exist")
     run_dirs = find_run_dirs(root)
     if not run_dirs:
-        raise FileNotFoundError(f"no run directory (with {RUN_CONFIG}) under {root}")
+        raise FileNotFoundError(f"no run directory (with {CONFIG_FILE}) under {root}")
     frames, statuses = [], []
     for run_dir in run_dirs:
         name = run_dir.relative_to(root).as_posix()

@@ -1,8 +1,9 @@
 """The report's tables: one tidy table of every measured number, one row per run; and writing them.
 
 ``report.csv`` / ``report.parquet``: the swept keys, then ``run, epoch, split, layer, layer_index,
-metric, value``. ``runs.csv``: ``run, status, reason``, the swept keys, ``last_epoch``,
-``effective_depth@EPS``, ``final_acc_SPLIT``, ``terminal_phase_epoch``.
+metric, value``. ``runs.csv``: one row per job of the sweep (:mod:`ncdepth.report.collect`; jobs not
+started included), ``run, job, status, reason``, the swept keys, ``last_epoch``, ``effective_depth@EPS``,
+``final_acc_SPLIT``, ``terminal_phase_epoch``.
 """
 
 from __future__ import annotations
@@ -37,13 +38,14 @@ def tidy_table(sweep: Sweep) -> pd.DataFrame:
 
 
 def runs_table(sweep: Sweep) -> pd.DataFrame:
-    """One row per run: ``run, status, reason``, the swept keys, ``last_epoch`` (last measured
+    """One row per job: ``run, job`` (the Hydra job number, empty when unknown), ``status,
+    reason`` (:data:`ncdepth.report.collect.STATUSES`), the swept keys, ``last_epoch`` (last measured
     epoch), ``effective_depth@EPS`` for every threshold in any ``summary.json``,
     ``final_acc_SPLIT`` (the network's final accuracy per split) and ``terminal_phase_epoch``."""
     rows = []
     for run in sweep.runs:
         summary = run.summary or {}
-        row: dict[str, Any] = {"run": run.name, "status": run.status, "reason": run.reason}
+        row: dict[str, Any] = {"run": run.name, "job": run.job, "status": run.status, "reason": run.reason}
         row.update(sweep.values[run.name])
         has_rows = run.metrics is not None and not run.metrics.empty
         row["last_epoch"] = int(run.metrics["epoch"].max()) if has_rows else None
@@ -59,9 +61,9 @@ def runs_table(sweep: Sweep) -> pd.DataFrame:
         key=lambda column: float(column.removeprefix("effective_depth@")),
     )
     accuracies = [column for column in table.columns if column.startswith("final_acc_")]
-    head = ["run", "status", "reason", *sweep.swept_keys, "last_epoch"]
+    head = ["run", "job", "status", "reason", *sweep.swept_keys, "last_epoch"]
     table = table[[*head, *depths, *accuracies, "terminal_phase_epoch"]]
-    integers = ["last_epoch", *depths, "terminal_phase_epoch"]
+    integers = ["job", "last_epoch", *depths, "terminal_phase_epoch"]
     return table.astype({column: "Int64" for column in integers})
 
 

@@ -28,11 +28,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from omegaconf import OmegaConf
 
-from ncdepth.report.collect import RUN_CONFIG, find_run_dirs
+from ncdepth.report.collect import find_run_dirs
 from ncdepth.report.figures import FIGURE_SUFFIXES
+from ncdepth.rundir import CONFIG_FILE, SUMMARY_FILE
 
 TRACE_FILE = "ufm.csv"
-SUMMARY_FILE = "summary.json"
 RUN_LOG = "ufm.log"
 REPORT_FILE = "ufm_report.csv"
 FIGURE_STEM = "ufm_distance"
@@ -53,7 +53,7 @@ def write_ufm_report(sweep_dir: Path, out_dir: Path) -> list[Path]:
     sweep_dir, out_dir = Path(sweep_dir), Path(out_dir)
     runs = find_run_dirs(sweep_dir)
     if not runs:
-        raise FileNotFoundError(f"no run directory (with {RUN_CONFIG}) under {sweep_dir}")
+        raise FileNotFoundError(f"no run directory (with {CONFIG_FILE}) under {sweep_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [run_row(run, sweep_dir) for run in runs]
     table_path = out_dir / REPORT_FILE
@@ -76,7 +76,7 @@ def write_ufm_report(sweep_dir: Path, out_dir: Path) -> list[Path]:
 
 def run_row(run_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     """One row of ``ufm_report.csv`` (module docstring) for ``run_dir``."""
-    config = OmegaConf.to_container(OmegaConf.load(run_dir / RUN_CONFIG), resolve=True)
+    config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE), resolve=True)
     row: dict[str, Any] = {
         "run": run_dir.relative_to(sweep_dir).as_posix(),
         "status": "finished",

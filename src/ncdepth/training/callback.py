@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from ncdepth.metrics import NeuralCollapse, effective_depth
+from ncdepth.rundir import FIGURES_DIR, METRICS_FILE, SUMMARY_FILE, set_aside, write_json
 from ncdepth.training.analysis import analyse_split
 from ncdepth.training.config import AnalysisConfig
 from ncdepth.training.head_geometry import head_geometry
@@ -23,14 +24,11 @@ from ncdepth.training.results import (
     TidyTable,
     layer_table,
     plot_ncc_train_accuracy,
-    write_summary,
 )
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.csv"
-SUMMARY_FILE = "summary.json"
-FIGURE_FILE = Path("figures") / "ncc_train_acc.png"
+FIGURE_FILE = Path(FIGURES_DIR) / "ncc_train_acc.png"
 
 
 class NeuralCollapseCallback(pl.Callback):
@@ -74,18 +72,25 @@ class NeuralCollapseCallback(pl.Callback):
         self.epoch_seconds: list[float] = []
         self.last_results: SplitResults = {}
         self.last_accuracy: dict[str, float] = {}
-        self._restored = False
+        self._restored_metrics_bytes: int | None = None
         self._epoch_started = 0.0
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Fresh run: clear earlier rows and measure the initialisation (epoch 0). Resumed run:
-        drop the rows of epochs after the checkpoint, which are about to be measured again."""
-        if self._restored:
-            self._truncate(trainer, from_epoch=trainer.current_epoch + 1)
-            return
-        self._truncate(trainer, from_epoch=0)
-        self.analyse(trainer, pl_module, epoch=0)
+        """Fresh run: measure the initialisation (epoch 0), after setting aside a ``metrics.csv``
+        left by an earlier attempt that had no usable checkpoint (``metrics.csv.N``). Resumed run:
+        cut ``metrics.csv`` back to its length at the checkpoint; the rows after it are measured
+        again."""
+        if self.table is not None and trainer.is_global_zero:
+            if self._restored_metrics_bytes is not None:
+                self.table.cut(self._restored_metrics_bytes)
+            elif self.table.size() > 0:
+                kept = set_aside(self.table.path)
+                log.warning(
+                    "starting afresh: the earlier attempt's %s is kept as %s", METRICS_FILE, kept.name
+                )
+        if self._restored_metrics_bytes is None:
+            self.analyse(trainer, pl_module, epoch=0)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start the clock of this training epoch."""
@@ -106,7 +111,7 @@ class NeuralCollapseCallback(pl.Callback):
             self.analyse(trainer, pl_module, epoch=final_epoch)
         if self.run_dir is None or not trainer.is_global_zero:
             return
-        write_summary(self.run_dir / SUMMARY_FILE, self.summary(trainer))
+        write_json(self.run_dir / SUMMARY_FILE, self.summary(trainer))
         if self.table is not None:
             plot_ncc_train_accuracy(self.table.read(), self.run_dir / FIGURE_FILE)
         Console().print(layer_table(self.last_results, self.effective_depths(), final_epoch))
@@ -118,6 +123,7 @@ class NeuralCollapseCallback(pl.Callback):
             "last_analysed_epoch": self.last_analysed_epoch,
             "analysis_seconds": list(self.analysis_seconds),
             "epoch_seconds": list(self.epoch_seconds),
+            "metrics_bytes": 0 if self.table is None else self.table.size(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -126,7 +132,7 @@ class NeuralCollapseCallback(pl.Callback):
         self.last_analysed_epoch = state_dict["last_analysed_epoch"]
         self.analysis_seconds = list(state_dict["analysis_seconds"])
         self.epoch_seconds = list(state_dict["epoch_seconds"])
-        self._restored = True
+        self._restored_metrics_bytes = int(state_dict["metrics_bytes"])
 
     # ------------------------------------------------------------------ the analysis
     def analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
@@ -244,10 +250,6 @@ class NeuralCollapseCallback(pl.Callback):
                 self.last_accuracy["test"],
                 {f"{eps:g}": depth for eps, depth in depths.items()},
             )
-
-    def _truncate(self, trainer: pl.Trainer, from_epoch: int) -> None:
-        if self.table is not None and trainer.is_global_zero:
-            self.table.truncate(from_epoch)
 
 
 def _has_label_noise(datamodule: pl.LightningDataModule) -> bool:

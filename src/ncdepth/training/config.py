@@ -33,6 +33,7 @@ TOP_LEVEL_KEYS = (
     "seed",
     "ckpt_path",
     "auto_resume",
+    "checkpoint",
 )
 
 
@@ -152,7 +153,18 @@ class AnalysisConfig:
         check_int("nc.full_covariance_max_dim", self.full_covariance_max_dim, minimum=0)
 
 
-Settings = TypeVar("Settings", LossConfig, OptimizerConfig, SchedulerConfig, AnalysisConfig)
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """``checkpoint.*``: besides the checkpoint after every epoch, one every ``every_minutes`` of
+    wall clock within an epoch (0: none), for epochs that outlive a cluster's time slot."""
+
+    every_minutes: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_number("checkpoint.every_minutes", self.every_minutes, minimum=0.0, inclusive=True)
+
+
+Settings = TypeVar("Settings", LossConfig, OptimizerConfig, SchedulerConfig, AnalysisConfig, CheckpointConfig)
 
 
 def from_node(settings_type: type[Settings], key: str, node: Mapping[str, Any]) -> Settings:
@@ -185,6 +197,7 @@ def _plain(value: Any) -> Any:
 
 __all__ = [
     "AnalysisConfig",
+    "CheckpointConfig",
     "LossConfig",
     "OptimizerConfig",
     "SchedulerConfig",

@@ -1,18 +1,20 @@
-"""A run's result files: the tidy ``metrics.csv``, ``summary.json``, the NCC figure, the layer table.
+"""A run's result files: the tidy ``metrics.csv``, the NCC figure, the layer table.
 
-``metrics.csv`` has one row per measured number, columns ``epoch, split, layer, metric, value``;
-``epoch`` counts completed training epochs (0 = at initialisation). Rows are appended and the file
-closed after every analysis, so a crash keeps everything measured before it.
+``metrics.csv`` (:data:`ncdepth.rundir.METRIC_COLUMNS`, ``\n`` line endings) has one row per
+measured number; ``epoch`` counts completed training epochs (0 = at initialisation). Rows are
+appended, flushed and fsynced after every analysis, so a crash keeps everything measured before it;
+a resumed run cuts the file back to its length at the checkpoint it resumes from, dropping only
+the rows it is about to measure again.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -22,51 +24,48 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-COLUMNS = ("epoch", "split", "layer", "metric", "value")
+from ncdepth.rundir import METRIC_COLUMNS, atomic_write  # noqa: E402
 
 SplitResults = Mapping[str, Mapping[str, Mapping[str, float]]]
 """``{split: {layer: {metric: value}}}``: one analysis."""
 
 
 class TidyTable:
-    """The append-only ``metrics.csv`` of a run (columns :data:`COLUMNS`)."""
+    """The append-only ``metrics.csv`` of a run (columns :data:`METRIC_COLUMNS`)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
-    def truncate(self, from_epoch: int) -> None:
-        """Drop every row with ``epoch >= from_epoch`` (all rows for ``from_epoch <= 0``), so a
-        resumed run that re-measures those epochs never duplicates a row."""
-        if not self.path.exists():
-            return
-        table = self.read()
-        table[table["epoch"] < from_epoch].to_csv(self.path, index=False)
+    def size(self) -> int:
+        """The file's length in bytes (0 when there is no file yet)."""
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def cut(self, size: int) -> None:
+        """Cut the file back to its first ``size`` bytes: the rows a resumed run appended after
+        the checkpoint it resumes from, which it measures again."""
+        if self.size() > size:
+            os.truncate(self.path, size)
 
     def append(self, epoch: int, results: SplitResults) -> None:
-        """Append the rows of one analysis at ``epoch`` and close the file (flushing it)."""
+        """Append the rows of one analysis at ``epoch``, flushed and fsynced."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_header = not self.path.exists() or self.path.stat().st_size == 0
+        write_header = self.size() == 0
         with self.path.open("a", newline="") as handle:
-            writer = csv.writer(handle)
+            writer = csv.writer(handle, lineterminator="\n")
             if write_header:
-                writer.writerow(COLUMNS)
+                writer.writerow(METRIC_COLUMNS)
             for split, layers in results.items():
                 for layer, metrics in layers.items():
                     for metric, value in metrics.items():
                         writer.writerow((epoch, split, layer, metric, repr(float(value))))
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def read(self) -> pd.DataFrame:
-        """The table as a DataFrame (empty, with :data:`COLUMNS`, when there is no file yet)."""
+        """The table as a DataFrame (empty, with :data:`METRIC_COLUMNS`, when there is no file yet)."""
         if not self.path.exists():
-            return pd.DataFrame(columns=list(COLUMNS))
+            return pd.DataFrame(columns=list(METRIC_COLUMNS))
         return pd.read_csv(self.path)
-
-
-def write_summary(path: str | Path, summary: Mapping[str, Any]) -> None:
-    """Write ``summary`` as indented JSON; non-finite floats become ``null`` (valid JSON)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite(summary), indent=2) + "\n")
 
 
 def plot_ncc_train_accuracy(table: pd.DataFrame, path: str | Path) -> None:
@@ -86,10 +85,10 @@ def plot_ncc_train_accuracy(table: pd.DataFrame, path: str | Path) -> None:
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small", ncol=2 if len(layers) > 8 else 1)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=120)
     plt.close(figure)
+    atomic_write(path, image.getvalue())
 
 
 def layer_table(results: SplitResults, effective_depth: Mapping[float, int | None], epoch: int) -> Table:
@@ -112,13 +111,3 @@ def layer_table(results: SplitResults, effective_depth: Mapping[float, int | Non
     )
     table.caption = f"effective depth (of {len(train)} layers): {depths}"
     return table
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(key): _finite(item) for key, item in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [_finite(item) for item in value]
-    return value

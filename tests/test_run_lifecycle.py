@@ -1,0 +1,378 @@
+"""Runs that survive kills, signals, broken checkpoints, full disks and a second process.
+
+Every scenario runs the real ``ncdepth-train`` in its own process. A run is interrupted for real
+(``SIGKILL`` or ``SIGTERM`` sent to the running process, from inside at an exact point through
+:mod:`fault_injection`, or from the test at a random moment), then the same command runs again in
+the same directory; its ``metrics.csv`` must equal an uninterrupted run's byte for byte, and its
+``summary.json`` too, timings aside. The scenarios of one phase run concurrently to keep the suite
+short on two cores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ncdepth.rundir import (
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    PREVIOUS_CHECKPOINT,
+    RUN_LOG,
+    SUMMARY_FILE,
+    read_status,
+)
+
+TESTS = Path(__file__).resolve().parent
+NCDEPTH_TRAIN = Path(sys.executable).parent / "ncdepth-train"
+BASE = [
+    "data=digits",
+    "data.batch_size=32",
+    "model.depth=4",
+    "model.width=64",
+    "trainer.max_epochs=6",
+    "nc.every_n_epochs=2",
+    "callbacks=none",
+    "trainer.enable_progress_bar=false",
+    "scheduler=constant",
+]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
+
+
+def command(run_dir: Path, *overrides: str) -> list[str]:
+    return [str(NCDEPTH_TRAIN), f"hydra.run.dir={run_dir}", *BASE, *overrides]
+
+
+def kill_at(point: str, epoch: int = 0, batch: int = 0, signal_name: str = "SIGKILL") -> list[str]:
+    """Overrides adding :class:`fault_injection.KillAt` to a run."""
+    return [
+        "+callbacks.kill._target_=fault_injection.KillAt",
+        f"+callbacks.kill.point={point}",
+        f"+callbacks.kill.epoch={epoch}",
+        f"+callbacks.kill.batch={batch}",
+        f"+callbacks.kill.signal={signal_name}",
+    ]
+
+
+def start(cmd: Sequence[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+
+
+def finish(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def summary_without_timings(run_dir: Path) -> dict:
+    """``summary.json`` without its timings and the test-only extra callbacks of its config."""
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    summary.pop("timings")
+    summary["config"].pop("callbacks")
+    return summary
+
+
+def hashes(directory: Path) -> dict[str, tuple[int, str]]:
+    """``{relative path: (mtime_ns, sha256)}`` of every file under ``directory``."""
+    return {
+        path.relative_to(directory).as_posix(): (
+            path.stat().st_mtime_ns,
+            hashlib.sha256(path.read_bytes()).hexdigest(),
+        )
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def assert_ends_like(run_dir: Path, straight: Path) -> None:
+    assert (run_dir / METRICS_FILE).read_bytes() == (straight / METRICS_FILE).read_bytes()
+    assert summary_without_timings(run_dir) == summary_without_timings(straight)
+    assert read_status(run_dir)["state"] == "finished"
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("straight")
+    result = finish(start(command(run_dir)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+@dataclass
+class Interruption:
+    """One way of interrupting a run: how, what it must exit with, what happens before the rerun."""
+
+    overrides: list[str]
+    exit_code: int = -signal.SIGKILL
+    damage: tuple[str, ...] = ()  # checkpoints to truncate before the rerun
+    first: subprocess.CompletedProcess[str] | None = field(default=None, repr=False)
+    rerun: subprocess.CompletedProcess[str] | None = field(default=None, repr=False)
+
+
+INTERRUPTIONS = {
+    "mid_epoch_after_an_interval_checkpoint": Interruption(
+        [*kill_at("batch", epoch=3, batch=30), "checkpoint.every_minutes=0.0002"]
+    ),
+    "during_an_analysis": Interruption(kill_at("analysis", epoch=4)),
+    "during_a_checkpoint_write": Interruption(kill_at("checkpoint_write", epoch=3)),
+    "sigterm_mid_epoch": Interruption(kill_at("batch", epoch=2, batch=7, signal_name="SIGTERM"), 128 + 15),
+    "truncated_last_checkpoint": Interruption(kill_at("epoch_end", epoch=4), damage=(LAST_CHECKPOINT,)),
+}
+"""Interruptions run by ``make test``; ``external_kill`` (a ``kill -9`` from the test) runs with them."""
+
+SLOW_INTERRUPTIONS = {
+    "mid_epoch": Interruption(kill_at("batch", epoch=3, batch=5)),
+    "during_the_initial_analysis": Interruption(kill_at("analysis", epoch=0)),
+    "between_analysis_and_checkpoint": Interruption(kill_at("epoch_end", epoch=4)),
+    "after_the_summary": Interruption(kill_at("train_end")),
+    "no_complete_checkpoint": Interruption(
+        kill_at("epoch_end", epoch=4), damage=(LAST_CHECKPOINT, PREVIOUS_CHECKPOINT)
+    ),
+}
+"""More kill points, run by ``make test-slow``."""
+
+
+def interrupt_and_rerun(
+    root: Path, cases: dict[str, Interruption], external_kill: bool
+) -> dict[str, tuple[Path, Interruption]]:
+    """Run every case, interrupted; damage its checkpoints as it says; run it again. With
+    ``external_kill``, also ``external_kill``: a ``kill -9`` from outside once epoch 2 is measured."""
+    runs = {name: (root / name, case) for name, case in cases.items()}
+    processes = {name: start(command(run_dir, *case.overrides)) for name, (run_dir, case) in runs.items()}
+    if external_kill:
+        external = root / "external_kill"
+        victim = start(command(external, *pause(0.3)))
+        deadline = time.monotonic() + 240
+        while (
+            b"\n2," not in _read(external / METRICS_FILE)
+            and victim.poll() is None
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        victim.send_signal(signal.SIGKILL)
+        runs["external_kill"] = (external, Interruption([], first=finish(victim)))
+    for name, process in processes.items():
+        runs[name][1].first = finish(process)
+    for run_dir, case in runs.values():
+        for checkpoint in case.damage:
+            path = run_dir / checkpoint
+            os.truncate(path, path.stat().st_size // 2)
+    reruns = {name: start(command(run_dir)) for name, (run_dir, _) in runs.items()}
+    for name, process in reruns.items():
+        runs[name][1].rerun = finish(process)
+    return runs
+
+
+def pause(seconds: float) -> list[str]:
+    """Overrides adding :class:`fault_injection.Pause`: the run sleeps after every epoch."""
+    return ["+callbacks.pause._target_=fault_injection.Pause", f"+callbacks.pause.seconds={seconds}"]
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Interruption]]:
+    return interrupt_and_rerun(tmp_path_factory.mktemp("interrupted"), INTERRUPTIONS, external_kill=True)
+
+
+@pytest.fixture(scope="module")
+def interrupted_slow(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Interruption]]:
+    return interrupt_and_rerun(
+        tmp_path_factory.mktemp("interrupted_slow"), SLOW_INTERRUPTIONS, external_kill=False
+    )
+
+
+def _read(path: Path) -> bytes:
+    return path.read_bytes() if path.exists() else b""
+
+
+def check_resumed(run_dir: Path, case: Interruption, straight: Path) -> None:
+    assert case.first.returncode == case.exit_code, case.first.stderr[-3000:]
+    assert case.rerun.returncode == 0, case.rerun.stderr[-3000:]
+    assert_ends_like(run_dir, straight)
+    assert read_status(run_dir)["attempts"] == 2
+
+
+@pytest.mark.parametrize("name", [*INTERRUPTIONS, "external_kill"])
+def test_an_interrupted_run_resumes_to_identical_results(
+    name: str, interrupted: dict[str, tuple[Path, Interruption]], straight: Path
+) -> None:
+    check_resumed(*interrupted[name], straight)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW_INTERRUPTIONS)
+def test_more_interrupted_runs_resume_to_identical_results(
+    name: str, interrupted_slow: dict[str, tuple[Path, Interruption]], straight: Path
+) -> None:
+    check_resumed(*interrupted_slow[name], straight)
+
+
+def test_a_signal_saves_a_checkpoint_and_records_why_the_run_stopped(
+    interrupted: dict[str, tuple[Path, Interruption]],
+) -> None:
+    run_dir, case = interrupted["sigterm_mid_epoch"]
+    assert "checkpoint saved at epoch 2, batch 7 after SIGTERM" in case.first.stdout
+    log = (run_dir / RUN_LOG).read_text()
+    assert "resuming from" in log and "checkpoints/last.ckpt" in log
+
+
+def test_a_broken_checkpoint_is_named_and_the_previous_one_used(
+    interrupted: dict[str, tuple[Path, Interruption]],
+) -> None:
+    run_dir, _ = interrupted["truncated_last_checkpoint"]
+    log = (run_dir / RUN_LOG).read_text()
+    assert f"checkpoint {run_dir / LAST_CHECKPOINT} is truncated or corrupt" in log
+    assert f"resuming from {run_dir / PREVIOUS_CHECKPOINT}" in log
+
+
+@pytest.mark.slow
+def test_without_a_complete_checkpoint_the_run_starts_afresh_and_keeps_the_old_rows(
+    interrupted_slow: dict[str, tuple[Path, Interruption]],
+) -> None:
+    run_dir, _ = interrupted_slow["no_complete_checkpoint"]
+    log = (run_dir / RUN_LOG).read_text()
+    assert "no complete checkpoint" in log and "starts afresh" in log
+    kept = (run_dir / f"{METRICS_FILE}.1").read_text()
+    assert kept.startswith("epoch,split,layer,metric,value\n") and "\n4,train," in kept
+
+
+def test_metrics_csv_has_unix_line_endings(straight: Path) -> None:
+    assert b"\r" not in (straight / METRICS_FILE).read_bytes()
+
+
+def test_a_second_process_in_the_directory_exits_2_and_the_first_completes(
+    tmp_path: Path, straight: Path
+) -> None:
+    first = start(
+        command(tmp_path, "+callbacks.pause._target_=fault_injection.Pause", "+callbacks.pause.seconds=1.5")
+    )
+    deadline = time.monotonic() + 120
+    while (read_status(tmp_path) or {}).get("state") != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = finish(start(command(tmp_path)))
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert f"is in use by another process (host pid: {os.uname().nodename} {first.pid})" in second.stderr
+    assert finish(first).returncode == 0
+    assert_ends_like(tmp_path, straight)
+
+
+CHANGED_CONFIGS = [
+    ["model.depth=3"],
+    ["data.imbalance=step", "data.imbalance_ratio=10"],
+    ["model=conv"],
+    ["optimizer.lr=0.2"],
+]
+
+
+def test_a_rerun_with_another_config_exits_2_and_changes_nothing(straight: Path) -> None:
+    before = hashes(straight)
+    processes = [start(command(straight, *overrides)) for overrides in CHANGED_CONFIGS]
+    for overrides, result in zip(CHANGED_CONFIGS, map(finish, processes), strict=True):
+        assert result.returncode == 2, (overrides, result.stderr[-2000:])
+        assert "holds a run with another config" in result.stderr and "Traceback" not in result.stderr
+        assert overrides[0].split("=")[0].split(".")[-1] in result.stderr
+    assert hashes(straight) == before
+
+
+def test_a_finished_run_asked_again_changes_nothing(straight: Path) -> None:
+    before = hashes(straight)
+    result = finish(start(command(straight)))
+    assert result.returncode == 0 and "nothing to do" in result.stdout
+    assert hashes(straight) == before
+
+
+def _mount_tmpfs(directory: Path, size_kb: int) -> bool:
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(directory)], capture_output=True
+    )
+    return mounted.returncode == 0
+
+
+def test_a_full_disk_fails_the_run_keeps_what_it_had_and_a_rerun_resumes(
+    tmp_path: Path, straight: Path
+) -> None:
+    """On a real full file system (a 2 MB tmpfs filled once the run has measured epoch 2) where
+    the machine allows mounting one, else with the checkpoint write failing as ENOSPC does."""
+    disk = tmp_path / "disk"
+    run_dir = disk / "run"
+    on_tmpfs = _mount_tmpfs(disk, 2048)
+    try:
+        if on_tmpfs:
+            process = start(
+                command(
+                    run_dir, "+callbacks.pause._target_=fault_injection.Pause", "+callbacks.pause.seconds=0.5"
+                )
+            )
+            deadline = time.monotonic() + 120
+            while b"\n2," not in _read(run_dir / METRICS_FILE) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+            (disk / "ballast").write_bytes(
+                b"\0" * max(free - 48 * 1024, 0)
+            )  # room for rows, not a checkpoint
+            first = finish(process)
+        else:
+            first = finish(
+                start(
+                    command(
+                        run_dir,
+                        "+callbacks.full._target_=fault_injection.DiskFullAt",
+                        "+callbacks.full.epoch=3",
+                    )
+                )
+            )
+        assert first.returncode != 0
+        status = read_status(run_dir)
+        assert status["state"] == "failed" and "No space left on device" in status["reason"], status
+        table = (run_dir / METRICS_FILE).read_text()
+        assert "\n2,train," in table and (run_dir / LAST_CHECKPOINT).exists()
+        if on_tmpfs:
+            (disk / "ballast").unlink()
+        rerun = finish(start(command(run_dir)))
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert_ends_like(run_dir, straight)
+    finally:
+        if on_tmpfs:
+            subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_preemption_under_submitit_checkpoints_requeues_and_ends_identically(
+    tmp_path: Path, straight: Path
+) -> None:
+    """Slurm's preemption signal (USR2, as submitit asks Slurm to send it) reaches a job of a real
+    multirun through submitit's local executor: the run saves a checkpoint, submitit's own handler
+    requeues the task, and the requeued task resumes in the same directory."""
+    sweep = tmp_path / "sweep"
+    launcher = start(
+        [
+            str(NCDEPTH_TRAIN),
+            "-m",
+            "hydra/launcher=slurm_rehearsal",
+            f"hydra.sweep.dir={sweep}",
+            *BASE,
+            *pause(0.5),
+        ]
+    )
+    deadline = time.monotonic() + 240
+    run_dir = None
+    while run_dir is None or b"\n2," not in _read(run_dir / METRICS_FILE):
+        assert time.monotonic() < deadline and launcher.poll() is None, finish(launcher).stderr[-3000:]
+        run_dir = next((path.parent for path in sweep.glob(f"0_*/{METRICS_FILE}")), None)
+        time.sleep(0.05)
+    task = read_status(run_dir)["pid"]
+    os.kill(task, signal.SIGUSR2)
+    result = finish(launcher)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    status = read_status(run_dir)
+    assert status["attempts"] == 2 and status["pid"] != task
+    log = (run_dir / RUN_LOG).read_text()
+    assert "after SIGUSR2; stopping" in log and "resuming from" in log
+    assert_ends_like(run_dir, straight)
