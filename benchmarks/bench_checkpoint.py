@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 
 from ncdepth.cli import CONFIG_DIR
 from ncdepth.cli.train import build_run
+from ncdepth.rundir import LAST_CHECKPOINT
 from ncdepth.training import NeuralCollapseCallback
 from ncdepth.training.checkpointing import RunCheckpoint
 
@@ -49,7 +50,7 @@ def main(quick: bool = False, device: str = "cpu") -> None:
         checkpoint.save = timed_save
         trainer.fit(module, datamodule=datamodule)
         nc = next(cb for cb in trainer.callbacks if isinstance(cb, NeuralCollapseCallback))
-        size_mb = (Path(run_dir) / "checkpoints" / "last.ckpt").stat().st_size / 2**20
+        size_mb = (Path(run_dir) / LAST_CHECKPOINT).stat().st_size / 2**20
     epoch = statistics.median(nc.epoch_seconds)
     saved = statistics.median(save_seconds)
     ratio = saved / epoch

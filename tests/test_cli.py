@@ -130,9 +130,11 @@ def test_ncc_train_accuracy_rises_with_the_layer(straight_run: Path) -> None:
     assert (accuracy.diff().dropna() >= -0.01).all(), accuracy.to_dict()
 
 
-def test_resumed_run_ends_like_the_uninterrupted_one(straight_run: Path, tmp_path: Path) -> None:
+def test_a_longer_max_epochs_continues_a_finished_run_to_the_same_end(
+    straight_run: Path, tmp_path: Path
+) -> None:
     train(tmp_path, "trainer.max_epochs=4")
-    # the same command again in the same run directory, as a requeued Slurm task: auto_resume
+    # trainer.max_epochs may change on resume: the finished 4-epoch run continues to 8
     train(tmp_path)
     assert "resuming from" in (tmp_path / "train.log").read_text()
     straight = json.loads((straight_run / "summary.json").read_text())

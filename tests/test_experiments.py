@@ -103,7 +103,7 @@ def test_bound_experiments_build_s1_and_s1_union_s2_from_one_pool() -> None:
 def test_quick_bound_sweep_trains_and_reports(tiny_bound_sweep: tuple[Path, str]) -> None:
     sweep, output = tiny_bound_sweep
     report = sweep / "report"
-    assert "4 runs" in output and "4 finished" in output
+    assert "4 jobs" in output and "4 finished" in output
     runs = pd.read_csv(report / "runs.csv")
     assert sorted(runs["seed"]) == [0, 0, 1, 1] and (runs["status"] == "finished").all()
     table = pd.read_csv(report / "report.csv")

@@ -295,16 +295,17 @@ def test_feature_cache_gives_the_same_numbers(budget_mb: float) -> None:
     assert cached == reference
 
 
-def test_tidy_table_truncates_resumed_epochs(tmp_path: Path) -> None:
+def test_tidy_table_cuts_back_to_a_checkpoints_length(tmp_path: Path) -> None:
     table = TidyTable(tmp_path / "metrics.csv")
-    for epoch in (0, 2, 4):
+    for epoch in (0, 2):
         table.append(epoch, {"train": {"layer1": {"nc1": float(epoch), "cdnv": math.nan}}})
-    table.truncate(3)
+    at_checkpoint = table.size()
+    table.append(4, {"train": {"layer1": {"nc1": 4.0, "cdnv": 1.0}}})
+    table.cut(at_checkpoint)
     assert table.read()["epoch"].tolist() == [0, 0, 2, 2]
     table.append(4, {"train": {"layer1": {"nc1": 4.0}}})
     assert table.read()["epoch"].tolist() == [0, 0, 2, 2, 4]
-    table.truncate(0)
-    assert table.read().empty
+    assert b"\r" not in table.path.read_bytes()
 
 
 def test_resumed_training_ends_like_an_uninterrupted_one(tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ from ncdepth.cli.run_files import log_to_file, save_run_config
 from ncdepth.data import DatasetUnavailableError
 from ncdepth.models.validation import check_int
 from ncdepth.rundir import (
+    CHECKPOINT_DIR,
     CONFIG_FILE,
     FAILED,
     FINISHED,
@@ -162,8 +163,8 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     if found is not None:
         log.info("resuming from %s (auto_resume)", found)
         return str(found)
-    if any((run_dir / "checkpoints").glob("*.ckpt")):
-        log.warning("no complete checkpoint in %s: training starts afresh", run_dir / "checkpoints")
+    if any((run_dir / CHECKPOINT_DIR).glob("*.ckpt")):
+        log.warning("no complete checkpoint in %s: training starts afresh", run_dir / CHECKPOINT_DIR)
     return None
 
 
@@ -256,14 +257,23 @@ def _train(
         except BaseException as error:  # the traceback goes to train.log; the reason to status.json
             if checkpointing.stopped_by is not None:  # a preemption: submitit's exit or ours
                 signame = signal.Signals(checkpointing.stopped_by).name
-                write_status(run_dir, FAILED, f"stopped by {signame} after a checkpoint: resumes when rerun")
+                _record_failure(run_dir, f"stopped by {signame} after a checkpoint: resumes when rerun")
                 raise
             log.exception("training failed")
-            write_status(run_dir, FAILED, f"{type(error).__name__}: {error}".strip())
+            _record_failure(run_dir, f"{type(error).__name__}: {error}".strip())
             if multirun and isinstance(error, Exception):
                 return
             raise
     write_status(run_dir, FINISHED)
+
+
+def _record_failure(run_dir: Path, reason: str) -> None:
+    """``status.json`` failed with ``reason``; when even that cannot be written (the disk is full),
+    the run stays ``running`` without an owner, which the report lists as interrupted."""
+    try:
+        write_status(run_dir, FAILED, reason)
+    except OSError:
+        log.exception("could not record the failure in %s", run_dir)
 
 
 def _refuse(
