@@ -40,6 +40,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ncdepth.report.collect import job_batches
 from ncdepth.rundir import FINISHED, read_status
 
 log = logging.getLogger(__name__)
@@ -284,21 +285,6 @@ def launcher_params(config: DictConfig) -> dict[str, Any]:
     return params
 
 
-def sweep_job_overrides(config: DictConfig) -> list[list[list[str]]] | None:
-    """The overrides of every job of the multirun, batch by batch (one launch, so one Slurm job
-    array, per batch), as Hydra's basic sweeper computes them from ``hydra.sweeper.params`` and
-    the command line; ``None`` for another sweeper."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    sweeper = config.hydra.sweeper
-    if str(sweeper.get("_target_", "")) != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
-        return None
-    params = OmegaConf.to_container(sweeper.get("params") or OmegaConf.create(), resolve=True)
-    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
-    overrides = OverridesParser.create().parse_overrides(arguments)
-    return BasicSweeper.split_arguments(overrides, sweeper.get("max_batch_size"))
-
-
 def sbatch_script(params: Mapping[str, Any], num_jobs: int) -> str:
     """The sbatch script that hydra-submitit-launcher's Slurm launcher, built with ``params``,
     submits for ``num_jobs`` jobs (one job array when ``num_jobs > 1``), rendered by submitit's own
@@ -332,7 +318,10 @@ def write_dry_run(config: DictConfig) -> Path:
     return the script's path. Submits nothing."""
     from hydra.core.utils import filter_overrides
 
-    batches = sweep_job_overrides(config)
+    try:
+        batches: list[list[list[str]]] | None = job_batches(config)
+    except ValueError:  # another sweeper: its jobs are known only when it runs
+        batches = None
     jobs = batches[0] if batches else [[]]
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -476,8 +465,8 @@ class LauncherCheck(Callback):
         from submitit.core.utils import JobPaths
 
         try:
-            batches = sweep_job_overrides(config)
-        except Exception:  # e.g. a glob sweep, which needs the config loader: the total stays unknown
+            batches = job_batches(config)
+        except ValueError:  # e.g. a glob sweep, which needs the config loader: the total stays unknown
             batches = None
         poll_s, heartbeat_s = PROGRESS_EVERY_S[kind]
         submitit_dir = JobPaths.get_first_id_independent_folder(str(config.hydra.launcher.submitit_folder))

@@ -160,19 +160,15 @@ def find_run_dirs(sweep_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda path: _natural_key(path.relative_to(root).as_posix()))
 
 
-def sweep_jobs(sweep_dir: str | Path) -> list[list[str]]:
-    """The overrides of every job of the multirun in ``sweep_dir``, indexed by job number: its
-    ``multirun.yaml``'s ``hydra.sweeper.params`` (each ``key=value``) then ``hydra.overrides.task``,
+def job_batches(config: DictConfig) -> list[list[list[str]]]:
+    """The overrides of every job of the multirun configured by ``config`` (a composed config with
+    its ``hydra`` node, or a sweep's ``multirun.yaml``), batch by batch as Hydra's ``BasicSweeper``
+    launches them: ``hydra.sweeper.params`` (each ``key=value``) then ``hydra.overrides.task``,
     parsed by Hydra's override grammar and expanded by ``BasicSweeper.split_arguments`` (the
-    cartesian product, first key slowest), as ``BasicSweeper.sweep`` does (its batches,
-    ``max_batch_size``, keep the numbering of one expansion). Raises ``ValueError``
-    saying why when ``multirun.yaml`` is missing, unreadable, names another sweeper, or does not
-    expand without Hydra's config loader (``glob(...)`` of config groups)."""
-    path = Path(sweep_dir) / MULTIRUN_FILE
-    if not path.is_file():
-        raise ValueError(f"no {MULTIRUN_FILE} in {sweep_dir}")
+    cartesian product, first key slowest) in batches of ``hydra.sweeper.max_batch_size``; job
+    numbers run on across batches. Raises ``ValueError`` saying why for another sweeper, a config
+    without these keys, or a sweep such as ``glob(...)`` that needs Hydra's config loader."""
     try:
-        config = OmegaConf.load(path)
         sweeper = OmegaConf.select(config, "hydra.sweeper", default=None)
         task = OmegaConf.select(config, "hydra.overrides.task", default=None)
         if not isinstance(sweeper, DictConfig) or not isinstance(task, ListConfig):
@@ -182,10 +178,27 @@ def sweep_jobs(sweep_dir: str | Path) -> list[list[str]]:
         params = OmegaConf.to_container(sweeper.get("params") or OmegaConf.create(), resolve=True)
         arguments = [f"{key}={value}" for key, value in params.items()]
         arguments += [str(item) for item in OmegaConf.to_container(task)]
-        (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)
-    except (ValueError, OSError, HydraException, OmegaConfBaseException) as error:
+        overrides = OverridesParser.create().parse_overrides(arguments)
+        batches = BasicSweeper.split_arguments(overrides, sweeper.get("max_batch_size"))
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ValueError(str(error)) from error
+    return [[list(job) for job in batch] for batch in batches]
+
+
+def sweep_jobs(sweep_dir: str | Path) -> list[list[str]]:
+    """The overrides of every job of the multirun in ``sweep_dir``, indexed by job number
+    (:func:`job_batches` of its ``multirun.yaml``). Raises ``ValueError`` saying why when
+    ``multirun.yaml`` is missing, unreadable or does not expand."""
+    path = Path(sweep_dir) / MULTIRUN_FILE
+    if not path.is_file():
+        raise ValueError(f"no {MULTIRUN_FILE} in {sweep_dir}")
+    try:
+        config = OmegaConf.load(path)
+        if not isinstance(config, DictConfig):
+            raise ValueError("it is not a mapping")
+        return [job for batch in job_batches(config) for job in batch]
+    except (ValueError, OSError, OmegaConfBaseException) as error:
         raise ValueError(f"cannot expand the jobs of {path}: {error}") from error
-    return [list(job) for job in jobs]
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
