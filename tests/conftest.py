@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -41,3 +42,16 @@ def tiny_bound_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, st
     run_command([str(BIN / "ncdepth-train"), *TINY_BOUND_SWEEP, f"hydra.sweep.dir={sweep}", "-m"])
     report = run_command([str(BIN / "ncdepth-report"), str(sweep)])
     return sweep, report.stdout
+
+
+def directory_fingerprint(directory: Path) -> dict[str, tuple[int, str]]:
+    """``{relative path: (mtime_ns, sha256)}`` of every file under ``directory``: equal before and
+    after a command exactly when the command changed nothing there."""
+    return {
+        path.relative_to(directory).as_posix(): (
+            path.stat().st_mtime_ns,
+            hashlib.sha256(path.read_bytes()).hexdigest(),
+        )
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 
+from conftest import directory_fingerprint
 from ncdepth.cli import CONFIG_DIR
 from ncdepth.training.config import (
     AnalysisConfig,
@@ -166,18 +166,6 @@ def with_overrides(base: Sequence[str], overrides: Sequence[str]) -> list[str]:
     return [entry for entry in base if entry.split("=")[0] not in keys] + list(overrides)
 
 
-def fingerprint(directory: Path) -> dict[str, tuple[int, str]]:
-    """``{relative path: (mtime_ns, sha256)}`` of every file under ``directory``."""
-    return {
-        path.relative_to(directory).as_posix(): (
-            path.stat().st_mtime_ns,
-            hashlib.sha256(path.read_bytes()).hexdigest(),
-        )
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    }
-
-
 def run_all(commands: Sequence[Sequence[str]]) -> list[subprocess.CompletedProcess[str]]:
     """Run ``commands`` concurrently and wait for all of them."""
     processes = [
@@ -192,7 +180,7 @@ def run_all(commands: Sequence[Sequence[str]]) -> list[subprocess.CompletedProce
 
 
 def test_bad_inputs_fail_naming_the_key_and_leave_earlier_runs_alone(straight_run: Path) -> None:
-    before = fingerprint(straight_run)
+    before = directory_fingerprint(straight_run)
     commands = [
         [str(NCDEPTH_TRAIN), f"hydra.run.dir={straight_run}", *with_overrides(FAST, override.split())]
         for override, _ in BAD_INPUTS
@@ -200,4 +188,4 @@ def test_bad_inputs_fail_naming_the_key_and_leave_earlier_runs_alone(straight_ru
     for (override, key), result in zip(BAD_INPUTS, run_all(commands), strict=True):
         assert result.returncode != 0, override
         assert key in result.stderr, (override, result.stderr[-2000:])
-    assert fingerprint(straight_run) == before
+    assert directory_fingerprint(straight_run) == before

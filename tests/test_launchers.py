@@ -211,6 +211,17 @@ def cluster_profile_from_readme() -> str:
 
 
 @pytest.mark.parametrize("user", ["alice", None])
+def readme_profile(tmp_path: Path) -> tuple[Path, Path]:
+    """A search-path directory holding the README's profile as ``local/cluster.yaml``, and an empty
+    directory for the primary config."""
+    profiles = tmp_path / "profiles"
+    (profiles / "local").mkdir(parents=True)
+    (profiles / "local" / "cluster.yaml").write_text(cluster_profile_from_readme())
+    config_dir = tmp_path / "app"
+    config_dir.mkdir()
+    return profiles, config_dir
+
+
 def test_readme_cluster_profile_selects_slurm_and_wins_over_the_primary_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user: str | None
 ) -> None:
@@ -218,11 +229,7 @@ def test_readme_cluster_profile_selects_slurm_and_wins_over_the_primary_config(
         monkeypatch.delenv("USER", raising=False)
     else:
         monkeypatch.setenv("USER", user)
-    profiles = tmp_path / "profiles"
-    (profiles / "local").mkdir(parents=True)
-    (profiles / "local" / "cluster.yaml").write_text(cluster_profile_from_readme())
-    config_dir = tmp_path / "app"
-    config_dir.mkdir()
+    profiles, config_dir = readme_profile(tmp_path)
     cfg = compose_with_launcher(
         config_dir,
         f"hydra.searchpath=[file://{REPO_CONF},file://{profiles}]",
@@ -241,11 +248,7 @@ def test_readme_cluster_profile_selects_slurm_and_wins_over_the_primary_config(
 def test_readme_profile_and_the_ddp_override_combine(tmp_path: Path, fake_srun: None) -> None:
     """``+local=cluster hydra/launcher=slurm_ddp``: the command line's launcher wins over the
     profile's, and the profile's cluster values stay."""
-    profiles = tmp_path / "profiles"
-    (profiles / "local").mkdir(parents=True)
-    (profiles / "local" / "cluster.yaml").write_text(cluster_profile_from_readme())
-    config_dir = tmp_path / "app"
-    config_dir.mkdir()
+    profiles, config_dir = readme_profile(tmp_path)
     cfg = compose_with_launcher(
         config_dir,
         f"hydra.searchpath=[file://{REPO_CONF},file://{profiles}]",

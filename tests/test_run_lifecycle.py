@@ -10,7 +10,6 @@ short on two cores.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import directory_fingerprint
 from ncdepth.rundir import (
     LAST_CHECKPOINT,
     METRICS_FILE,
@@ -78,18 +78,6 @@ def summary_without_timings(run_dir: Path) -> dict:
     summary.pop("timings")
     summary["config"].pop("callbacks")
     return summary
-
-
-def hashes(directory: Path) -> dict[str, tuple[int, str]]:
-    """``{relative path: (mtime_ns, sha256)}`` of every file under ``directory``."""
-    return {
-        path.relative_to(directory).as_posix(): (
-            path.stat().st_mtime_ns,
-            hashlib.sha256(path.read_bytes()).hexdigest(),
-        )
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    }
 
 
 def assert_ends_like(run_dir: Path, straight: Path) -> None:
@@ -272,20 +260,20 @@ CHANGED_CONFIGS = [
 
 
 def test_a_rerun_with_another_config_exits_2_and_changes_nothing(straight: Path) -> None:
-    before = hashes(straight)
+    before = directory_fingerprint(straight)
     processes = [start(command(straight, *overrides)) for overrides in CHANGED_CONFIGS]
     for overrides, result in zip(CHANGED_CONFIGS, map(finish, processes), strict=True):
         assert result.returncode == 2, (overrides, result.stderr[-2000:])
         assert "holds a run with another config" in result.stderr and "Traceback" not in result.stderr
         assert overrides[0].split("=")[0].split(".")[-1] in result.stderr
-    assert hashes(straight) == before
+    assert directory_fingerprint(straight) == before
 
 
 def test_a_finished_run_asked_again_changes_nothing(straight: Path) -> None:
-    before = hashes(straight)
+    before = directory_fingerprint(straight)
     result = finish(start(command(straight)))
     assert result.returncode == 0 and "nothing to do" in result.stdout
-    assert hashes(straight) == before
+    assert directory_fingerprint(straight) == before
 
 
 def _mount_tmpfs(directory: Path, size_kb: int) -> bool:
