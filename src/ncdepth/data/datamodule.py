@@ -233,8 +233,10 @@ class NCDataModule(pl.LightningDataModule):
         return {"shuffle": self._shuffle.state_dict(consumed)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (Lightning calls it before building the train loader)."""
-        self._shuffle.load_state_dict(state_dict["shuffle"])
+        """Restore :meth:`state_dict` (Lightning calls it before building the train loader). A
+        checkpoint written before the shuffling position was saved continues from its generator."""
+        older = {"generator": state_dict.get("shuffle_generator"), "skip": 0}
+        self._shuffle.load_state_dict(state_dict.get("shuffle", older))
 
     def val_dataloader(self) -> DataLoader:
         """``(x, y)`` batches of the test split, fixed order, no augmentation."""

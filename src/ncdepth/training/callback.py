@@ -72,7 +72,8 @@ class NeuralCollapseCallback(pl.Callback):
         self.epoch_seconds: list[float] = []
         self.last_results: SplitResults = {}
         self.last_accuracy: dict[str, float] = {}
-        self._restored_metrics_bytes: int | None = None
+        self._restored = False
+        self._metrics_bytes_at_checkpoint: int | None = None
         self._epoch_started = 0.0
 
     # ------------------------------------------------------------------ Lightning hooks
@@ -82,14 +83,14 @@ class NeuralCollapseCallback(pl.Callback):
         cut ``metrics.csv`` back to its length at the checkpoint; the rows after it are measured
         again."""
         if self.table is not None and trainer.is_global_zero:
-            if self._restored_metrics_bytes is not None:
-                self.table.cut(self._restored_metrics_bytes)
-            elif self.table.size() > 0:
+            if self._restored and self._metrics_bytes_at_checkpoint is not None:
+                self.table.cut(self._metrics_bytes_at_checkpoint)
+            elif not self._restored and self.table.size() > 0:
                 kept = set_aside(self.table.path)
                 log.warning(
                     "starting afresh: the earlier attempt's %s is kept as %s", METRICS_FILE, kept.name
                 )
-        if self._restored_metrics_bytes is None:
+        if not self._restored:
             self.analyse(trainer, pl_module, epoch=0)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -132,7 +133,8 @@ class NeuralCollapseCallback(pl.Callback):
         self.last_analysed_epoch = state_dict["last_analysed_epoch"]
         self.analysis_seconds = list(state_dict["analysis_seconds"])
         self.epoch_seconds = list(state_dict["epoch_seconds"])
-        self._restored_metrics_bytes = int(state_dict["metrics_bytes"])
+        self._restored = True
+        self._metrics_bytes_at_checkpoint = state_dict.get("metrics_bytes")  # None: older checkpoints
 
     # ------------------------------------------------------------------ the analysis
     def analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
