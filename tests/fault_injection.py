@@ -94,6 +94,21 @@ class Pause(pl.Callback):
         time.sleep(self.seconds)
 
 
+class WaitFor(pl.Callback):
+    """After training epoch ``epoch``, wait (up to ``timeout`` seconds) until ``path`` exists: holds
+    a run at a known point until the test lets it go on."""
+
+    def __init__(self, path: str, epoch: int = 1, timeout: float = 300.0) -> None:
+        self.path, self.epoch, self.timeout = Path(path), epoch, timeout
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch + 1 != self.epoch:
+            return
+        deadline = time.monotonic() + self.timeout
+        while not self.path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 class DiskFullAt(pl.Callback):
     """Make the checkpoint written at ``epoch`` fail as a full disk does (``OSError`` ENOSPC),
     for machines where a small tmpfs cannot be mounted."""

@@ -159,6 +159,24 @@ def interrupt_and_rerun(
     return runs
 
 
+def gated(gate: Path, epoch: int = 2) -> list[str]:
+    """Overrides adding :class:`fault_injection.WaitFor`: after epoch ``epoch`` (its analysis
+    recorded, its checkpoint not yet written) the run waits until ``gate`` exists."""
+    return [
+        "+callbacks.wait._target_=fault_injection.WaitFor",
+        f"+callbacks.wait.path={gate}",
+        f"+callbacks.wait.epoch={epoch}",
+    ]
+
+
+def wait_for_rows(run_dir: Path, epoch: int, process: subprocess.Popen[str]) -> None:
+    """Wait until ``metrics.csv`` in ``run_dir`` holds the rows of ``epoch``."""
+    deadline = time.monotonic() + 240
+    while f"\n{epoch},".encode() not in _read(run_dir / METRICS_FILE):
+        assert process.poll() is None and time.monotonic() < deadline, finish(process).stderr[-3000:]
+        time.sleep(0.05)
+
+
 def pause(seconds: float) -> list[str]:
     """Overrides adding :class:`fault_injection.Pause`: the run sleeps after every epoch."""
     return ["+callbacks.pause._target_=fault_injection.Pause", f"+callbacks.pause.seconds={seconds}"]
@@ -238,17 +256,15 @@ def test_metrics_csv_has_unix_line_endings(straight: Path) -> None:
 def test_a_second_process_in_the_directory_exits_2_and_the_first_completes(
     tmp_path: Path, straight: Path
 ) -> None:
-    first = start(
-        command(tmp_path, "+callbacks.pause._target_=fault_injection.Pause", "+callbacks.pause.seconds=1.5")
-    )
-    deadline = time.monotonic() + 120
-    while (read_status(tmp_path) or {}).get("state") != "running" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    second = finish(start(command(tmp_path)))
+    run_dir, gate = tmp_path / "run", tmp_path / "gate"
+    first = start(command(run_dir, *gated(gate)))
+    wait_for_rows(run_dir, 2, first)  # the first run now waits at the gate, holding the lock
+    second = finish(start(command(run_dir)))
+    gate.touch()
     assert second.returncode == 2, second.stderr[-3000:]
     assert f"is in use by another process (host pid: {os.uname().nodename} {first.pid})" in second.stderr
     assert finish(first).returncode == 0
-    assert_ends_like(tmp_path, straight)
+    assert_ends_like(run_dir, straight)
 
 
 CHANGED_CONFIGS = [
@@ -287,25 +303,20 @@ def _mount_tmpfs(directory: Path, size_kb: int) -> bool:
 def test_a_full_disk_fails_the_run_keeps_what_it_had_and_a_rerun_resumes(
     tmp_path: Path, straight: Path
 ) -> None:
-    """On a real full file system (a 2 MB tmpfs filled once the run has measured epoch 2) where
-    the machine allows mounting one, else with the checkpoint write failing as ENOSPC does."""
+    """On a real full file system (a 2 MB tmpfs, filled once the run has measured epoch 2, before
+    that epoch's checkpoint) where the machine allows mounting one, else with the checkpoint write
+    of epoch 3 failing as ENOSPC does."""
     disk = tmp_path / "disk"
     run_dir = disk / "run"
     on_tmpfs = _mount_tmpfs(disk, 2048)
     try:
         if on_tmpfs:
-            process = start(
-                command(
-                    run_dir, "+callbacks.pause._target_=fault_injection.Pause", "+callbacks.pause.seconds=0.5"
-                )
-            )
-            deadline = time.monotonic() + 120
-            while b"\n2," not in _read(run_dir / METRICS_FILE) and time.monotonic() < deadline:
-                time.sleep(0.02)
+            gate = tmp_path / "gate"
+            process = start(command(run_dir, *gated(gate)))
+            wait_for_rows(run_dir, 2, process)  # the run waits at the gate, before its epoch-2 checkpoint
             free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
-            (disk / "ballast").write_bytes(
-                b"\0" * max(free - 48 * 1024, 0)
-            )  # room for rows, not a checkpoint
+            (disk / "ballast").write_bytes(b"\0" * max(free - 48 * 1024, 0))  # rows fit, a checkpoint not
+            gate.touch()
             first = finish(process)
         else:
             first = finish(
@@ -338,7 +349,7 @@ def test_preemption_under_submitit_checkpoints_requeues_and_ends_identically(
     """Slurm's preemption signal (USR2, as submitit asks Slurm to send it) reaches a job of a real
     multirun through submitit's local executor: the run saves a checkpoint, submitit's own handler
     requeues the task, and the requeued task resumes in the same directory."""
-    sweep = tmp_path / "sweep"
+    sweep, gate = tmp_path / "sweep", tmp_path / "gate"
     launcher = start(
         [
             str(NCDEPTH_TRAIN),
@@ -346,17 +357,18 @@ def test_preemption_under_submitit_checkpoints_requeues_and_ends_identically(
             "hydra/launcher=slurm_rehearsal",
             f"hydra.sweep.dir={sweep}",
             *BASE,
-            *pause(0.5),
+            *gated(gate),
         ]
     )
     deadline = time.monotonic() + 240
-    run_dir = None
-    while run_dir is None or b"\n2," not in _read(run_dir / METRICS_FILE):
+    while not list(sweep.glob(f"0_*/{METRICS_FILE}")):
         assert time.monotonic() < deadline and launcher.poll() is None, finish(launcher).stderr[-3000:]
-        run_dir = next((path.parent for path in sweep.glob(f"0_*/{METRICS_FILE}")), None)
         time.sleep(0.05)
+    run_dir = next(sweep.glob(f"0_*/{METRICS_FILE}")).parent
+    wait_for_rows(run_dir, 2, launcher)  # the task waits at the gate after epoch 2
     task = read_status(run_dir)["pid"]
     os.kill(task, signal.SIGUSR2)
+    gate.touch()
     result = finish(launcher)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     status = read_status(run_dir)
