@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NOTEBOOK_STAMP := $(VENV)/.installed-notebook
+# The report directory `make notebook` opens: absolute, or relative to this directory.
+REPORT ?= $(or $(NCDEPTH_REPORT_DIR),multirun/depth/report)
 
-.PHONY: install train test test-slow bench lint clean
+.PHONY: install train test test-slow bench lint notebook clean
 
 install: $(STAMP)
 
@@ -25,6 +28,14 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(ARGS)
+
+notebook: $(NOTEBOOK_STAMP)  # Jupyter refuses root unless told (containers, CI machines)
+	NCDEPTH_REPORT_DIR='$(REPORT)' $(BIN)/jupyter-lab notebooks/analysis.ipynb \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
+
+$(NOTEBOOK_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -c constraints.txt -e '.[dev,notebook]'
+	touch $(NOTEBOOK_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks $(wildcard scripts)

@@ -23,7 +23,7 @@ run() {  # run APP EXPERIMENT [OVERRIDE...]: the sweep, then its report
   fi
 }
 mkdir -p "$OUT"
-for path in conf/experiment/*_quick.yaml; do
+for path in src/ncdepth/conf/experiment/*_quick.yaml; do
   experiment=$(basename "$path" .yaml)
   case $experiment in
     kernels_*|ufm_*) ;;

@@ -1,4 +1,4 @@
-"""A deliberately plain float64 reference for DESIGN §1's neural-collapse metrics.
+"""A deliberately plain float64 reference for the neural-collapse metrics of docs/metrics.md.
 
 Written from the formulas alone, in the style of Papyan, Han & Donoho's code: per-class Python loops, the
 full ``d x d`` covariances ``Sigma_W`` and ``Sigma_B``, ``torch.linalg.pinv`` for ``Sigma_B^+`` and
@@ -22,7 +22,7 @@ def reference_neural_collapse(
     weight: Tensor | None = None,
     bias: Tensor | None = None,
 ) -> dict[str, float]:
-    """Every DESIGN §1 metric of one layer, by the textbook formulas, in float64.
+    """Every metric of docs/metrics.md for one layer, by the textbook formulas, in float64.
 
     ``features`` ``(N, ...)`` are flattened to ``(N, d)``; ``labels`` ``(N,)`` lie in ``0..C-1`` and every
     class must have a sample. With ``H_c`` the rows of class ``c``:

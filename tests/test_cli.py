@@ -44,7 +44,7 @@ OTHER_APP_EXPERIMENTS = ("ufm_", "kernels_")
 
 
 def all_config_choices() -> list[str]:
-    """One override per config file of every group under ``conf/`` (experiments appended), except
+    """One override per config file of every group under ``ncdepth/conf/`` (experiments appended), except
     the experiments of the other apps (:data:`OTHER_APP_EXPERIMENTS`)."""
     overrides = []
     for path in sorted(CONFIG_DIR.rglob("*.yaml")):

@@ -11,12 +11,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ncdepth.cli import CONFIG_DIR
 from ncdepth.data import DATASETS, DatasetUnavailableError, NCDataModule
 from ncdepth.data.imbalance import imbalanced_counts, select_per_class
 from ncdepth.data.noise import apply_label_noise
 from ncdepth.data.splits import stratified_split
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "data"
+CONF_DIR = CONFIG_DIR / "data"
 EMBEDDED = {  # name -> (num_classes, input_shape, n_train, n_test)
     "mnist5k": (10, (1, 28, 28), 4000, 1000),
     "digits": (10, (1, 8, 8), 1437, 360),

@@ -1,4 +1,4 @@
-"""``conf/experiment``: the sweeps compose to the right grids; a real quick sweep gets its report."""
+"""``ncdepth/conf/experiment``: the sweeps compose to the right grids; a real quick sweep gets its report."""
 
 from __future__ import annotations
 

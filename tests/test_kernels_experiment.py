@@ -17,7 +17,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from ncdepth.cli.kernels import CONFIG_DIR, build_network, hidden_nc1
+from ncdepth.cli import CONFIG_DIR
+from ncdepth.cli.kernels import build_network, hidden_nc1
 from ncdepth.cli.kernels_config import parse_config
 from ncdepth.cli.report import main as report_main
 from ncdepth.report.kernels import (
@@ -48,7 +49,7 @@ QUANTITIES = {
 
 
 def compose_kernels(*overrides: str, hydra: bool = False) -> DictConfig:
-    """``conf/kernels.yaml`` with ``overrides``; with ``hydra``, the ``hydra`` node too (sweeps)."""
+    """``ncdepth/conf/kernels.yaml`` with ``overrides``; with ``hydra``, the ``hydra`` node too (sweeps)."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="kernels", overrides=list(overrides), return_hydra_config=hydra)
 

@@ -1,5 +1,5 @@
-"""The launcher configs under ``conf/hydra/launcher/`` and the cluster profile of
-``conf/local/README.md``: composed by Hydra, turned into sbatch scripts by submitit's own code
+"""The launcher configs under ``ncdepth/conf/hydra/launcher/`` and the cluster profile of
+``ncdepth/conf/local/README.md``: composed by Hydra, turned into sbatch scripts by submitit's own code
 (no cluster: fake ``srun`` and ``sbatch`` on ``PATH`` that are never called), run for real through
 submitit's local executor; and the checks of :mod:`ncdepth.cli.launcher_checks` around them (no
 Slurm: one line and exit 2; the dry run; the DDP layout rule; progress reports)."""
@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ValidationError
 from submitit.slurm.slurm import _make_sbatch_string
 
+from ncdepth.cli import CONFIG_DIR
 from ncdepth.cli.launcher_checks import (
     DRY_RUN_ENV,
     DRY_RUN_JOBS,
@@ -34,8 +35,7 @@ from ncdepth.cli.launcher_checks import (
     swept_layout_error,
 )
 
-REPO_CONF = Path(__file__).resolve().parents[1] / "conf"
-PROFILE_README = REPO_CONF / "local" / "README.md"
+PROFILE_README = CONFIG_DIR / "local" / "README.md"
 LAUNCH_CHECK = "ncdepth.cli.launcher_checks.LauncherCheck"
 SUBMITIT_INIT_KEYS = ("submitit_folder", "max_num_timeout")
 """Launcher params that ``BaseSubmititLauncher.launch`` passes to the executor's constructor."""
@@ -47,7 +47,7 @@ def compose_with_launcher(
     config_dir: Path, *overrides: str, sets_subdir: bool = False, body: str = "", checked: bool = False
 ) -> DictConfig:
     """A primary config that sets ``hydra.sweep.dir`` (and ``hydra.sweep.subdir`` when
-    ``sets_subdir``, which then wins over any launcher config) and finds the repository's ``conf/``
+    ``sets_subdir``, which then wins over any launcher config) and finds ncdepth's ``ncdepth/conf/``
     (launchers, profiles) through ``hydra.searchpath``; ``body`` is more top-level yaml (e.g. a
     ``trainer``), ``checked`` registers ncdepth-train's launch callback."""
     (config_dir / "primary.yaml").write_text(primary_yaml(config_dir, sets_subdir, body, checked))
@@ -60,7 +60,7 @@ def primary_yaml(config_dir: Path, sets_subdir: bool = False, body: str = "", ch
     subdir = "\n    subdir: ${hydra.job.num}" if sets_subdir else ""
     callbacks = f"\n  callbacks:\n    launcher_check:\n      _target_: {LAUNCH_CHECK}" if checked else ""
     return (
-        f"defaults:\n  - _self_\nx: 1\n{body}hydra:\n  searchpath:\n    - file://{REPO_CONF}\n"
+        f"defaults:\n  - _self_\nx: 1\n{body}hydra:\n  searchpath:\n    - file://{CONFIG_DIR}\n"
         f"  sweep:\n    dir: {config_dir}/multirun{subdir}{callbacks}\n"
     )
 
@@ -204,13 +204,12 @@ def test_slurm_run_dirs_are_unique_per_task_and_stable_on_requeue(
 
 
 def cluster_profile_from_readme() -> str:
-    """The ``conf/local/cluster.yaml`` example of ``conf/local/README.md``."""
+    """The ``ncdepth/conf/local/cluster.yaml`` example of ``ncdepth/conf/local/README.md``."""
     blocks = re.findall(r"```yaml\n(.*?)```", PROFILE_README.read_text(), flags=re.DOTALL)
-    assert len(blocks) == 1, "conf/local/README.md should hold exactly one yaml example"
+    assert len(blocks) == 1, "ncdepth/conf/local/README.md should hold exactly one yaml example"
     return blocks[0]
 
 
-@pytest.mark.parametrize("user", ["alice", None])
 def readme_profile(tmp_path: Path) -> tuple[Path, Path]:
     """A search-path directory holding the README's profile as ``local/cluster.yaml``, and an empty
     directory for the primary config."""
@@ -222,6 +221,7 @@ def readme_profile(tmp_path: Path) -> tuple[Path, Path]:
     return profiles, config_dir
 
 
+@pytest.mark.parametrize("user", ["alice", None])
 def test_readme_cluster_profile_selects_slurm_and_wins_over_the_primary_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user: str | None
 ) -> None:
@@ -232,7 +232,7 @@ def test_readme_cluster_profile_selects_slurm_and_wins_over_the_primary_config(
     profiles, config_dir = readme_profile(tmp_path)
     cfg = compose_with_launcher(
         config_dir,
-        f"hydra.searchpath=[file://{REPO_CONF},file://{profiles}]",
+        f"hydra.searchpath=[file://{CONFIG_DIR},file://{profiles}]",
         "+local=cluster",
         sets_subdir=True,
     )
@@ -251,7 +251,7 @@ def test_readme_profile_and_the_ddp_override_combine(tmp_path: Path, fake_srun: 
     profiles, config_dir = readme_profile(tmp_path)
     cfg = compose_with_launcher(
         config_dir,
-        f"hydra.searchpath=[file://{REPO_CONF},file://{profiles}]",
+        f"hydra.searchpath=[file://{CONFIG_DIR},file://{profiles}]",
         "+local=cluster",
         "hydra/launcher=slurm_ddp",
         "trainer.devices=4",
@@ -524,7 +524,7 @@ def test_slurm_layout_error_outside_a_slurm_job_is_none() -> None:
 
 
 def test_ncdepth_train_registers_the_launch_check() -> None:
-    callbacks = OmegaConf.load(REPO_CONF / "train.yaml").hydra.callbacks
+    callbacks = OmegaConf.load(CONFIG_DIR / "train.yaml").hydra.callbacks
     assert LAUNCH_CHECK in [node._target_ for node in callbacks.values()]
 
 

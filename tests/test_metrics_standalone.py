@@ -1,10 +1,15 @@
-"""``ncdepth.metrics`` is importable and works with only torch and torchmetrics (DESIGN §2)."""
+"""``ncdepth.metrics`` is importable and works with only torch and torchmetrics (``docs/metrics.md``,
+"Dependencies")."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import ncdepth.metrics
 
 # ncdepth's other runtime dependencies (but matplotlib and torchvision, which torchmetrics itself imports
 # when they are installed) and every other ncdepth subpackage.
@@ -59,3 +64,23 @@ def test_metrics_import_and_run_without_the_rest_of_ncdepth() -> None:
         timeout=120,
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_metrics_sources_import_only_torch_torchmetrics_and_the_standard_library() -> None:
+    """Statically, so that an import of torchvision (which torchmetrics pulls in anyway when it is installed)
+    or of another ncdepth package cannot hide in ``ncdepth.metrics``."""
+    allowed = {"torch", "torchmetrics", *sys.stdlib_module_names}
+    package = Path(ncdepth.metrics.__file__).parent
+    offending = []
+    for source in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                if name.split(".")[0] not in allowed and not name.startswith("ncdepth.metrics"):
+                    offending.append(f"{source.name}: {name}")
+    assert not offending, offending

@@ -13,9 +13,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from ncdepth.cli import CONFIG_DIR
 from ncdepth.models import FCN2, MLP, MODELS, VGG, ConvNet, LayeredNet, ResNet, build_model
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF_DIR = CONFIG_DIR / "model"
 IMAGE_SHAPES = [(1, 28, 28), (3, 32, 32)]
 CONV_MODELS = ["conv", "resnet", "vgg"]
 DENSE_MODELS = ["mlp", "fcn2"]

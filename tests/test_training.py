@@ -278,8 +278,10 @@ def test_feature_cache_gives_the_same_numbers(budget_mb: float) -> None:
     data, model = BlobData(), tiny_model().eval()
 
     def measure(cache_bytes: int) -> tuple[dict, bool]:
-        train = NeuralCollapse(NUM_CLASSES, classifier_weight=model.classifier.weight.detach())
-        clean = NeuralCollapse(NUM_CLASSES)
+        layer = model.classifier_layer
+        weight = model.classifier.weight.detach()
+        train = NeuralCollapse(NUM_CLASSES, classifier_weight=weight, classifier_layer=layer)
+        clean = NeuralCollapse(NUM_CLASSES, classifier_layer=layer)
         run = analyse_split(
             model,
             data.analysis_dataloader("train"),

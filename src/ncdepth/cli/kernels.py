@@ -6,7 +6,7 @@
 
 One job draws the Gaussian set of :func:`ncdepth.theory.gaussian_data.gaussian_classes` (``n``
 samples in ``d0`` dimensions, ``class_sizes``) and measures the within-class variability collapse
-``NC1 = Tr(Sigma_W) / Tr(Sigma_B)`` (``nc1_trace_ratio``, DESIGN §1) of
+``NC1 = Tr(Sigma_W) / Tr(Sigma_B)`` (``nc1_trace_ratio``, docs/metrics.md) of
 
 * ``data``: the inputs ``X`` themselves;
 * ``nngp_<act>``, ``ntk_<act>``: the features of the limiting kernels, through
@@ -45,7 +45,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from ncdepth.cli import CONFIG_DIR
+from ncdepth.cli import CONFIG_PATH
 from ncdepth.cli.kernels_config import KernelJobConfig, TrainSettings, parse_config
 from ncdepth.metrics.functional import nc1_trace_ratio
 from ncdepth.models import FCN2
@@ -177,9 +177,9 @@ def write_outputs(run_dir: Path, cfg: DictConfig, config: KernelJobConfig, resul
     atomic_write(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, allow_nan=True) + "\n")
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="kernels", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name="kernels", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """Run one job of ``conf/kernels.yaml``; outputs in the Hydra run directory."""
+    """Run one job of ``ncdepth/conf/kernels.yaml``; outputs in the Hydra run directory."""
     try:
         config = parse_config(cfg)
         data_seed, network_seed = spawn_seeds(config.data.seed)

@@ -1,4 +1,4 @@
-"""Validated settings of one ``ncdepth-kernels`` job (``conf/kernels.yaml``).
+"""Validated settings of one ``ncdepth-kernels`` job (``ncdepth/conf/kernels.yaml``).
 
 :func:`parse_config` turns the composed Hydra config into frozen dataclasses, or raises a
 ``ValueError`` that names the offending key and what it allows, before any computation starts.
@@ -76,7 +76,7 @@ class KernelJobConfig:
 
 
 def parse_config(cfg: DictConfig) -> KernelJobConfig:
-    """Validate the composed ``conf/kernels.yaml`` and return its settings; raises ``ValueError``
+    """Validate the composed ``ncdepth/conf/kernels.yaml`` and return its settings; raises ``ValueError``
     naming the key (``n``, ``class_sizes``, ``kernel.activations``, ``train.lr``, ...)."""
     _check_keys("the config", list(cfg.keys()), TOP_LEVEL_KEYS, prefix="")
     data = _data(cfg)

@@ -8,7 +8,7 @@ the launcher's ``tasks_per_node``, ``gpus_per_node`` and ``nodes`` from those tw
 cannot disagree; :func:`launcher_layout_error` (before submitting) and :func:`slurm_layout_error`
 (inside the job, from its Slurm environment) refuse a layout that disagrees anyway.
 
-:class:`LauncherCheck` is the Hydra callback (``hydra.callbacks`` of ``conf/train.yaml``) that runs all
+:class:`LauncherCheck` is the Hydra callback (``hydra.callbacks`` of ``ncdepth/conf/train.yaml``) that runs all
 of it in the launching process of a multirun (``on_multirun_start``, before the sweeper makes the
 sweep directory or the launcher submits anything):
 

@@ -7,7 +7,7 @@ Writes ``report.csv`` and/or ``report.parquet`` (every measured number of every 
 values as columns), ``runs.csv`` (one row per job of the sweep, from its ``multirun.yaml``: status,
 reason, swept values, effective depths, final accuracies) and ``figures/*.png|pdf``, and prints the
 count of jobs per status and one line per job (:mod:`ncdepth.report.collect`). A bound sweep
-(``conf/experiment/bound*.yaml``, varying ``data.extra_label_noise``) also gets ``bound.csv`` and
+(``ncdepth/conf/experiment/bound*.yaml``, varying ``data.extra_label_noise``) also gets ``bound.csv`` and
 ``figures/generalization_bound.png|pdf`` (:mod:`ncdepth.report.bound`). A sweep of ``ncdepth-kernels``
 runs gets the kernel tables and figures instead (:mod:`ncdepth.report.kernels`), one of ``ncdepth-ufm``
 runs the UFM table and figure (:mod:`ncdepth.report.ufm`). Jobs that failed, are running, were

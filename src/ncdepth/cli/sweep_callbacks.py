@@ -1,4 +1,4 @@
-"""Hydra callbacks of ``ncdepth-train`` multiruns (registered in ``conf/train.yaml``).
+"""Hydra callbacks of ``ncdepth-train`` multiruns (registered in ``ncdepth/conf/train.yaml``).
 
 :class:`SweepStatus` accounts for every job once a multirun ends: each job ends as ``finished``,
 ``failed`` (its own ``status.json`` says why), ``running``, ``interrupted`` or ``not started``

@@ -2,7 +2,7 @@
 
     ncdepth-train                                   # MLP on the embedded MNIST subset, CPU-friendly
     ncdepth-train model=conv data=digits trainer.max_epochs=100
-    ncdepth-train +experiment=mlp_depth_sweep_quick -m   # a sweep defined in conf/experiment/
+    ncdepth-train +experiment=mlp_depth_sweep_quick -m   # a sweep defined in ncdepth/conf/experiment/
     ncdepth-train -m model.depth=2,4,8 seed=0,1     # a sweep, one run directory per job
     ncdepth-train hydra.run.dir=DIR                 # DIR holds a run: resume it
 
@@ -49,7 +49,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
-from ncdepth.cli import CONFIG_DIR
+from ncdepth.cli import CONFIG_PATH
 from ncdepth.cli.launcher_checks import slurm_layout_error
 from ncdepth.cli.run_files import log_to_file, save_run_config
 from ncdepth.data import DatasetUnavailableError
@@ -202,7 +202,7 @@ def is_rank_zero_process() -> bool:
     return all(os.environ.get(variable, "0") == "0" for variable in RANK_VARIABLES)
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Run one job (module docstring). A single run exits 2 on a config it cannot build or a run
     directory it must not touch; a job of a multirun records the failure and returns."""

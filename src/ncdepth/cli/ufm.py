@@ -1,7 +1,7 @@
 """``ncdepth-ufm``: optimise the deep-linear unconstrained-features model and compare it with its
 closed form (Dang et al. 2023) (Hydra app).
 
-    ncdepth-ufm                                          # conf/ufm.yaml: one job
+    ncdepth-ufm                                          # ncdepth/conf/ufm.yaml: one job
     ncdepth-ufm depth=6 class_sizes=[200,100,50,50] weight_decay=2e-2 feature_decay=2e-2
     ncdepth-ufm +experiment=ufm_imbalanced_quick -m      # a sweep over depth and decay
 
@@ -14,7 +14,7 @@ initialisation can end in, so ``init`` may list several initialisations and ``re
 number of seeds (``seed``, ``seed + 1``, ...) per initialisation; the start with the lowest final
 objective is kept and every start's final objective is listed in ``summary.json`` (``starts``).
 
-* ``ufm.csv``: the tidy trace ``step, metric, value``: ``objective``, the DESIGN §1 metrics, and
+* ``ufm.csv``: the tidy trace ``step, metric, value``: ``objective``, the metrics of docs/metrics.md, and
   (MSE with a closed form) ``objective_gap`` and ``closed_form_WWT/HTH/WH``, or (cross-entropy)
   ``etf_WWT/HTH/WH``;
 * ``summary.json``: ``final`` (the last logged step), ``fstar`` and ``objective_gap`` (``null``
@@ -45,7 +45,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from ncdepth.cli import CONFIG_DIR
+from ncdepth.cli import CONFIG_PATH
 from ncdepth.cli.run_files import log_to_file, save_run_config
 from ncdepth.models.validation import check_bool, check_choice, check_int, check_number
 from ncdepth.rundir import SUMMARY_FILE, write_json
@@ -63,7 +63,7 @@ COLLAPSE_TOL = 1e-3
 
 @dataclass(frozen=True)
 class UFMJob:
-    """The validated config of one ``ncdepth-ufm`` job (``conf/ufm.yaml`` documents every key)."""
+    """The validated config of one ``ncdepth-ufm`` job (``ncdepth/conf/ufm.yaml`` documents every key)."""
 
     class_sizes: tuple[int, ...]
     depth: int
@@ -218,7 +218,7 @@ def write_outputs(run_dir: Path, result: UFMResult, summary: Mapping[str, Any]) 
     write_json(run_dir / SUMMARY_FILE, summary)
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="ufm", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name="ufm", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Run one UFM job (module docstring); outputs in the Hydra run directory."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)

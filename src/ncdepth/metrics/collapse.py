@@ -1,4 +1,5 @@
-"""``NeuralCollapse``: a torchmetrics ``Metric`` that streams DESIGN §1's metrics for many layers at once."""
+"""``NeuralCollapse``: a torchmetrics ``Metric`` that streams the metrics of ``docs/metrics.md`` for many
+layers at once."""
 
 from __future__ import annotations
 
@@ -27,6 +28,12 @@ from ncdepth.metrics.stats import (
     make_anchors,
     second_pass,
 )
+from ncdepth.metrics.validation import (
+    check_feature_tensor,
+    check_logits,
+    describe_pass_mismatch,
+    resolve_classifier_layer,
+)
 
 
 class NeuralCollapse(Metric):
@@ -35,7 +42,7 @@ class NeuralCollapse(Metric):
     The metric makes two passes over the same samples (any batching, any order, any sharding across
     processes)::
 
-        metric = NeuralCollapse(num_classes=10)
+        metric = NeuralCollapse(num_classes=10, classifier_layer="penultimate")
         for x, y in loader:                      # pass 1: class counts and sums
             logits, layers = model(x)            # layers: {name: (B, ...) embedding}
             metric.update(layers, y)
@@ -45,30 +52,62 @@ class NeuralCollapse(Metric):
             metric.update(layers, y, logits=logits)
         metric.compute()                         # {layer: {metric_name: value}}
 
+    For a model that does not return its layers (a torchvision ``resnet18``, a transformer),
+    :class:`~ncdepth.metrics.LayerTap` collects ``{name: (B, d)}`` from named modules with forward hooks.
+
     All states are float64 sums with ``dist_reduce_fx="sum"``; ``update`` never synchronises the host with
-    the device; checks that need values (NaN/Inf features, labels out of range, empty classes) raise
-    ``ValueError`` at :meth:`next_phase` or :meth:`compute`, naming the layer. Memory per layer is
-    ``O(C d + C^2)``: ``Sigma_W`` is kept only through its projection on the span of the centred class means,
-    which is all that ``Tr(Sigma_W Sigma_B^+)`` needs. Layers with ``d < C`` or
-    ``d <= full_covariance_max_dim`` keep the full ``d x d`` within-class scatter instead (see
-    :meth:`within_class_covariance`).
+    the device. Shapes, layer names, the classifier layer and the logits are checked at the first
+    :meth:`update` that sees them; checks that need values (NaN/Inf features, labels out of range, empty
+    classes, pass 2 not matching pass 1) raise ``ValueError`` at :meth:`next_phase` or :meth:`compute`,
+    naming the layer and saying what was seen. Memory per layer is ``O(C d + C^2)``: ``Sigma_W`` is kept only
+    through its projection on the span of the centred class means, which is all that ``Tr(Sigma_W Sigma_B^+)``
+    needs. Layers with ``d < C`` or ``d <= full_covariance_max_dim`` keep the full ``d x d`` within-class
+    scatter instead (see :meth:`within_class_covariance`). Formulas and conventions: ``docs/metrics.md``.
 
     Args:
         num_classes: ``C``.
-        classifier_layer: the layer that feeds the classifier, where ``nc3``/``nc4`` are measured
-            (default: the last layer of the first update).
+        classifier_layer: the layer that feeds the classifier, where ``nc3``/``nc4`` are measured. Checked at
+            the first update: it must be one of the layers. When omitted it is inferred: the one layer whose
+            width ``d`` matches ``classifier_weight`` (an error, listing the candidates, when several do), or
+            the only layer; with several layers and no weight, passing ``logits`` is an error.
         classifier_weight: the ``C x d`` classifier weight, or a zero-argument callable returning it
-            (read at :meth:`compute`); enables ``nc3``.
+            (its shape is checked at the first update, its values read at :meth:`compute`); enables ``nc3``.
         ncc_reference: another ``NeuralCollapse`` (past its first pass) whose class means are the
-            nearest-class centres — the *train* split's metric when this one measures the test split.
-        pool: ``"flatten"`` (default) keeps every coordinate of a conv map; ``"avg"`` global-average-pools it.
-        full_covariance_max_dim: keep the full ``d x d`` within-class scatter for layers with ``d`` up to this.
+            nearest-class centres — the *train* split's metric when this one measures the test split
+            (``ncc_acc`` and ``nc4``).
+        pool: ``"flatten"`` (default) keeps every coordinate of a conv map; ``"avg"`` global-average-pools it
+            (``(B, K, H, W) -> (B, K)``). Per-layer pooling: :class:`~ncdepth.metrics.LayerTap`.
+        full_covariance_max_dim: keep the full ``d x d`` within-class scatter for layers with ``d`` up to
+            this.
         empty_classes: ``"error"`` (default) or ``"nan"``; see :mod:`ncdepth.metrics.functional`.
         rtol: relative eigenvalue cut-off of the pseudo-inverse of ``Sigma_B`` (default ``max(d, C) eps``).
 
     Numerics: with float32 features, per-batch arithmetic is float32 and every sum is float64; the means are
     removed from each sample before squaring (see :mod:`ncdepth.metrics.stats`). If TF32 matmuls are enabled
     globally on an Ampere+ GPU, the projected scatter (and hence ``nc1``) carries ~1e-3 relative error.
+
+    Example:
+        >>> import torch
+        >>> from ncdepth.metrics import NeuralCollapse
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> labels = torch.arange(30) % 3
+        >>> means = torch.randn(3, 8, generator=generator)
+        >>> hidden = means[labels] + 0.1 * torch.randn(30, 8, generator=generator)
+        >>> layers = {"hidden": hidden, "penultimate": hidden[:, :4]}
+        >>> weight = torch.randn(3, 4, generator=generator)
+        >>> logits = layers["penultimate"] @ weight.T
+        >>> metric = NeuralCollapse(3, classifier_weight=weight)  # "penultimate" is the 4-wide layer
+        >>> for batch in (slice(0, 16), slice(16, 30)):
+        ...     metric.update({name: h[batch] for name, h in layers.items()}, labels[batch])
+        >>> metric.next_phase()
+        >>> for batch in (slice(0, 16), slice(16, 30)):
+        ...     batch_layers = {name: h[batch] for name, h in layers.items()}
+        ...     metric.update(batch_layers, labels[batch], logits=logits[batch])
+        >>> result = metric.compute()
+        >>> metric.classifier_layer, sorted(set(result["penultimate"]) - set(result["hidden"]))
+        ('penultimate', ['nc3', 'nc4'])
+        >>> result["hidden"]["ncc_acc"]
+        1.0
     """
 
     full_state_update = False
@@ -108,6 +147,7 @@ class NeuralCollapse(Metric):
         scalar = torch.zeros((), dtype=torch.float64)
         self.add_state("invalid_labels", scalar.clone(), dist_reduce_fx="sum")
         self.add_state("logit_rows", scalar.clone(), dist_reduce_fx="sum")
+        self.add_state("second_pass_invalid_labels", scalar.clone(), dist_reduce_fx="sum")
         self.add_state(
             "second_pass_counts", torch.zeros(self.num_classes, dtype=torch.float64), dist_reduce_fx="sum"
         )
@@ -160,30 +200,65 @@ class NeuralCollapse(Metric):
         labels: Tensor,
         logits: Tensor | None = None,
     ) -> None:
-        """Add one batch. ``features``: ``{layer: (B, ...)}`` (or one tensor, layer ``"features"``);
-        ``labels``: ``(B,)`` int; ``logits``: ``(B, C)`` network outputs, used in pass 2 for ``nc4``."""
+        """Add one batch.
+
+        Args:
+            features: ``{layer: (B, ...)}`` embeddings, the same layers in the same order at every update (or
+                one tensor, then named ``"features"``).
+            labels: ``(B,)`` integer labels in ``0..C-1``.
+            logits: ``(B, C)`` network outputs; used in pass 2 for ``nc4`` at the classifier layer (in pass 1
+                only their shape is checked).
+        """
         layers = {"features": features} if isinstance(features, Tensor) else dict(features)
         if not layers:
             raise ValueError("features must hold at least one layer")
-        batch = {name: flatten_features(value, self.pool) for name, value in layers.items()}
+        batch = {
+            name: flatten_features(check_feature_tensor(name, value), self.pool)
+            for name, value in layers.items()
+        }
         rows = next(iter(batch.values())).shape[0]
         check_labels(labels, rows, self.num_classes)
         for name, h in batch.items():
             if h.shape[0] != rows:
                 raise ValueError(f"layer {name!r} has {h.shape[0]} rows but the batch has {rows} labels")
+        if logits is not None:
+            check_logits(logits, rows, self.num_classes)
         labels = labels.to(device=next(iter(batch.values())).device, dtype=torch.long)
+        if not self._layers:
+            self._register_layers(batch)
+        self._check_layers(batch)
+        if logits is not None and self.classifier_layer is None:
+            raise ValueError(
+                "logits were given, so nc4 needs the layer that feeds the classifier, but classifier_layer "
+                f"is not set and there are {len(self._layers)} layers {list(self._layers)}: pass "
+                "NeuralCollapse(..., classifier_layer=<one of them>) or classifier_weight=..."
+            )
         if self._phase == 1:
             self._first_pass(batch, labels)
         else:
             self._second_pass(batch, labels, logits)
 
+    def _register_layers(self, batch: Mapping[str, Tensor]) -> None:
+        """First update: register every layer's states, then resolve (and check) the classifier layer."""
+        dims = {name: h.shape[1] for name, h in batch.items()}
+        weight = self._weight()
+        self.classifier_layer = resolve_classifier_layer(
+            dims, self.classifier_layer, None if weight is None else weight.detach(), self.num_classes
+        )
+        for name, h in batch.items():
+            self._register(name, h)
+
+    def _weight(self) -> Tensor | None:
+        weight = self.classifier_weight
+        if callable(weight):
+            weight = weight()
+        if weight is not None and not isinstance(weight, Tensor):
+            raise TypeError(
+                f"classifier_weight must be a Tensor or a callable returning one, got {type(weight).__name__}"
+            )
+        return weight
+
     def _first_pass(self, batch: dict[str, Tensor], labels: Tensor) -> None:
-        if not self._layers:
-            for name, h in batch.items():
-                self._register(name, h)
-            if self.classifier_layer is None:
-                self.classifier_layer = list(self._layers)[-1]
-        self._check_layers(batch)
         self.invalid_labels += count_invalid_labels(labels, self.num_classes)
         for name, h in batch.items():
             counts, sums = class_sums(h, labels, self.num_classes)
@@ -191,8 +266,8 @@ class NeuralCollapse(Metric):
             self._state(name, "sums").add_(sums)
 
     def _second_pass(self, batch: dict[str, Tensor], labels: Tensor, logits: Tensor | None) -> None:
-        self._check_layers(batch)
         self.second_pass_counts += class_counts(labels, self.num_classes)
+        self.second_pass_invalid_labels += count_invalid_labels(labels, self.num_classes)
         if logits is not None:
             self.logit_rows += labels.shape[0]
         for name, h in batch.items():
@@ -202,12 +277,15 @@ class NeuralCollapse(Metric):
             self._state(name, "scatter").add_(result.scatter)
             self._state(name, "ncc_correct").add_(result.ncc_correct)
             if logits is not None and name == self.classifier_layer:
-                disagreements = (logits.argmax(1) != result.ncc_prediction).sum()
+                disagreements = (logits.to(h.device).argmax(1) != result.ncc_prediction).sum()
                 self._state(name, "nc4_disagreements").add_(disagreements)
 
     def _check_layers(self, batch: Mapping[str, Tensor]) -> None:
         if list(batch) != list(self._layers):
-            raise ValueError(f"expected layers {list(self._layers)}, got {list(batch)}")
+            raise ValueError(
+                f"expected layers {list(self._layers)} (those of the first update, in that order), "
+                f"got {list(batch)}"
+            )
         for name, h in batch.items():
             if h.shape[1] != self._layers[name]:
                 raise ValueError(f"layer {name!r} has dimension {h.shape[1]}, expected {self._layers[name]}")
@@ -219,8 +297,11 @@ class NeuralCollapse(Metric):
         if not self._layers:
             raise RuntimeError("next_phase() before any update(): pass 1 saw no data")
         counts_sums = self._global_first_pass()
-        if float(self._reduced(self.invalid_labels)) > 0:
-            raise ValueError(f"labels must lie in 0..{self.num_classes - 1}")
+        invalid = float(self._reduced(self.invalid_labels))
+        if invalid > 0:
+            raise ValueError(
+                f"labels must lie in 0..{self.num_classes - 1}: {int(invalid)} pass-1 labels lie outside"
+            )
         reference = self._reference_centres()
         for name, (counts, sums) in counts_sums.items():
             if not bool(torch.isfinite(sums).all()):
@@ -281,15 +362,18 @@ class NeuralCollapse(Metric):
         """The finished float64 sufficient statistics of every layer, from the current states."""
         if self._phase != 2:
             raise RuntimeError("compute() needs both passes: call next_phase() and pass 2 first")
-        counts = self._state(self.classifier_layer, "counts")
-        if not torch.equal(self.second_pass_counts, counts):
+        counts = self._state(next(iter(self._layers)), "counts")
+        invalid = float(self.second_pass_invalid_labels)
+        if invalid > 0 or not torch.equal(self.second_pass_counts, counts):
             raise ValueError(
-                "pass 2 must see the same samples as pass 1: per-class counts "
-                f"{self.second_pass_counts.tolist()} in pass 2 vs {counts.tolist()} in pass 1"
+                describe_pass_mismatch(counts, self.second_pass_counts, invalid, self.num_classes)
             )
         with_logits = float(self.logit_rows) > 0
         if with_logits and self.logit_rows != counts.sum():
-            raise ValueError("pass 2 must pass logits with every batch or with none")
+            raise ValueError(
+                f"pass 2 must pass logits with every batch or with none: {int(self.logit_rows)} of "
+                f"{int(counts.sum())} samples came with logits"
+            )
         for name in self._layers:
             if not bool(torch.isfinite(self._state(name, "within_sq")).all()):
                 raise ValueError(f"layer {name!r}: features contain NaN or Inf in pass 2")
@@ -310,11 +394,9 @@ class NeuralCollapse(Metric):
         }
 
     def compute(self) -> dict[str, dict[str, float]]:
-        """``{layer: {metric: value}}`` for every layer, metric names as in DESIGN §1; ``nc3`` and ``nc4``
-        only for the classifier layer, when the classifier weight and the logits were given."""
-        weight = self.classifier_weight
-        if callable(weight):
-            weight = weight()
+        """``{layer: {metric: value}}`` for every layer, metric names as in ``docs/metrics.md``; ``nc3`` and
+        ``nc4`` only for the classifier layer, when the classifier weight and the logits were given."""
+        weight = self._weight()
         return {
             name: metrics_from_statistics(
                 stats,

@@ -1,27 +1,36 @@
-"""Neural-collapse metrics as pure functions (DESIGN §1 is the contract for every formula).
+"""Neural-collapse metrics as pure functions; ``docs/metrics.md`` is the contract for every formula.
 
 Every function takes ``features`` of shape ``(N, ...)`` (flattened to ``(N, d)``) and integer ``labels`` of
 shape ``(N,)`` in ``0..C-1``; results are float64. All of them are computed from the sufficient statistics of
-:mod:`ncdepth.metrics.stats`, the same code the streaming :class:`~ncdepth.metrics.NeuralCollapse` uses, so the
-functional and the streaming results agree to rounding.
+:mod:`ncdepth.metrics.stats`, the same code the streaming :class:`~ncdepth.metrics.NeuralCollapse` uses, so
+the functional and the streaming results agree to rounding.
 
-Conventions shared by all metrics:
+Conventions shared by all metrics (``docs/metrics.md`` gives the formulas and how they differ from other
+implementations):
 
 * ``mu_G`` is the sample-weighted global mean; ``Sigma_W`` is pooled and biased (``1/N``);
-  ``Sigma_B = (1/C) sum_c (mu_c - mu_G)(mu_c - mu_G)^T`` weighs classes equally.
+  ``Sigma_B = (1/C) sum_c (mu_c - mu_G)(mu_c - mu_G)^T`` weighs classes equally; ``nc1`` divides by ``C``.
 * Standard deviations in the NC2 metrics use Bessel's correction (ddof=1), as ``torch.std`` does in
   Papyan, Han & Donoho's reference code.
 * ``nc1`` uses the pseudo-inverse of ``Sigma_B`` on its numerical rank: eigenvalues below
-  ``rtol * lambda_max`` (default ``rtol = max(d, C) * eps_float64``, as ``torch.linalg.pinv``) are dropped, so a
-  layer narrower than ``C - 1`` is handled exactly. When all class means coincide (``Sigma_B = 0``) ``nc1`` is NaN.
-* A class with no samples raises ``ValueError``; with ``empty_classes="nan"`` the metrics built on all class
-  means (``nc1``, ``nc1_trace_ratio``, ``cdnv``, ``nc2_*``, ``nc3``) are NaN, while ``ncc_acc`` and ``nc4`` are
-  computed over the classes that are present.
+  ``rtol * lambda_max`` (default ``rtol = max(d, C) * eps_float64``, as ``torch.linalg.pinv``) are dropped,
+  so a layer narrower than ``C - 1`` is handled exactly.
+* ``nc4`` compares the network's prediction, bias included, with the nearest-class-centre prediction.
+* When all class means coincide (``Sigma_B = 0``, e.g. constant features) the metrics built on the centred
+  class means (``nc1``, ``nc1_trace_ratio``, ``cdnv``, ``nc2_*``, ``nc3``) are NaN and a
+  :class:`~ncdepth.metrics.validation.ConstantFeaturesWarning` says so.
+* A class with no samples raises ``ValueError``; with ``empty_classes="nan"`` the metrics built on all
+  class means (``nc1``, ``nc1_trace_ratio``, ``cdnv``, ``nc2_*``, ``nc3``) are NaN, while ``ncc_acc`` and
+  ``nc4`` are computed over the classes that are present.
+* The nearest class centres default to the class means of the features themselves; ``ncc_means`` (the *train*
+  split's class means, from :func:`class_means`) measures a test split as the streaming metric's
+  ``ncc_reference`` does, for ``ncc_acc`` and ``nc4`` alike.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -36,6 +45,33 @@ from ncdepth.metrics.stats import (
     make_anchors,
     second_pass,
 )
+from ncdepth.metrics.validation import (
+    ConstantFeaturesWarning,
+    check_feature_tensor,
+    check_logits,
+)
+
+__all__ = [
+    "METRIC_NAMES",
+    "cdnv",
+    "class_means",
+    "class_statistics",
+    "class_variances",
+    "classifier_logits",
+    "effective_depth",
+    "metrics_from_statistics",
+    "nc1",
+    "nc1_trace_ratio",
+    "nc2_equiangle",
+    "nc2_equinorm",
+    "nc2_etf",
+    "nc2_maxangle",
+    "nc3",
+    "nc4",
+    "ncc_acc",
+    "ncc_predict",
+    "neural_collapse",
+]
 
 METRIC_NAMES = (
     "nc1",
@@ -60,14 +96,24 @@ _CLASS_MEAN_METRICS = (
     "nc2_etf",
     "nc3",
 )
+# Class means closer together than this many working-precision epsilons (relative to their norm) are taken
+# as coinciding: constant features give at most ~1 eps after the float64 refinement of pass 2.
+_COINCIDING_MEANS_EPS = 16.0
 
 
 def check_labels(labels: Tensor, num_rows: int, num_classes: int) -> None:
     """Validate the shape and dtype of ``labels`` (cheap, no host sync)."""
     if num_classes < 2 or int(num_classes) != num_classes:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}")
+    if not isinstance(labels, Tensor):
+        raise TypeError(
+            f"labels must be an integer Tensor of shape ({num_rows},), got {type(labels).__name__}"
+        )
     if labels.ndim != 1 or labels.shape[0] != num_rows:
-        raise ValueError(f"labels must have shape ({num_rows},), got {tuple(labels.shape)}")
+        hint = ""
+        if labels.ndim == 2 and labels.numel() == num_rows:
+            hint = " (token-level labels: flatten them with the same mask as the features, labels[mask])"
+        raise ValueError(f"labels must have shape ({num_rows},), got {tuple(labels.shape)}{hint}")
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
 
@@ -84,25 +130,56 @@ def class_statistics(
 ) -> ClassStatistics:
     """Both passes over one batch holding all the data; see :mod:`ncdepth.metrics.stats`.
 
-    ``full_scatter`` (default: when ``d < C``) accumulates the ``d x d`` scatter instead of the ``C x C``
-    projected one. ``ncc_centres`` ``(C, d)`` replaces the class means as nearest-class centres.
+    Args:
+        features: ``(N, ...)`` embeddings.
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+        logits: ``(N, C)`` network outputs; when given, the statistics count the samples whose
+            ``argmax`` differs from the NCC prediction (``nc4``).
+        ncc_centres: ``(C, d)`` nearest-class centres replacing the class means (NaN rows: classes that are
+            never predicted), e.g. the train split's :func:`class_means`.
+        pool: ``"flatten"`` or ``"avg"`` (global average over the spatial axes of ``(N, K, ...)`` maps).
+        full_scatter: accumulate the ``d x d`` scatter instead of the ``C x C`` projected one (default: when
+            ``d < C``).
+
+    Example:
+        >>> import torch
+        >>> features = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 5.0]])
+        >>> stats = class_statistics(features, torch.tensor([0, 0, 1]), 2)
+        >>> stats.counts, stats.means
+        (tensor([2., 1.], dtype=torch.float64), tensor([[2., 1.],
+                [0., 5.]], dtype=torch.float64))
     """
-    h = flatten_features(features, pool)
+    h = flatten_features(check_feature_tensor("features", features), pool)
     check_labels(labels, h.shape[0], num_classes)
     labels = labels.to(device=h.device, dtype=torch.long)
+    if logits is not None:
+        check_logits(logits, h.shape[0], num_classes)
     if not bool(torch.isfinite(h).all()):
         raise ValueError("features contain NaN or Inf")
-    if bool(count_invalid_labels(labels, num_classes) > 0):
-        raise ValueError(f"labels must lie in 0..{num_classes - 1}")
+    invalid = int(count_invalid_labels(labels, num_classes))
+    if invalid:
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}: {invalid} of {h.shape[0]} lie outside")
     if full_scatter is None:
         full_scatter = h.shape[1] < num_classes
     counts, sums = class_sums(h, labels, num_classes)
-    centres = None if ncc_centres is None else ncc_centres.to(h.device, torch.float64)
-    anchors = make_anchors(counts, sums, h.dtype, centres)
+    centres, absent = None, None
+    if ncc_centres is not None:
+        if ncc_centres.shape != (num_classes, h.shape[1]):
+            raise ValueError(
+                f"ncc_means must have shape (C, d) = ({num_classes}, {h.shape[1]}), "
+                f"got {tuple(ncc_centres.shape)}"
+            )
+        centres = ncc_centres.detach().to(h.device, torch.float64)
+        absent = centres.isnan().any(1)
+        if bool(absent.all()):
+            raise ValueError("ncc_means has no finite row: no class can be predicted")
+        centres = torch.nan_to_num(centres)
+    anchors = make_anchors(counts, sums, h.dtype, centres, absent)
     batch = second_pass(h, labels, anchors, full_scatter=full_scatter)
     disagreements = None
     if logits is not None:
-        disagreements = (logits.argmax(1) != batch.ncc_prediction).sum().double()
+        disagreements = (logits.to(h.device).argmax(1) != batch.ncc_prediction).sum().double()
     return finalize(
         counts,
         anchors,
@@ -123,10 +200,24 @@ def metrics_from_statistics(
     empty_classes: str = "error",
     layer: str | None = None,
 ) -> dict[str, float]:
-    """Every DESIGN §1 metric of one layer from its sufficient statistics.
+    """Every metric of ``docs/metrics.md`` for one layer, from its sufficient statistics.
 
-    ``nc3`` is included when the classifier ``weight`` ``(C, d)`` is given, ``nc4`` when the statistics hold
-    NCC/network disagreements. ``layer`` only names the layer in error messages.
+    Args:
+        stats: the layer's :class:`~ncdepth.metrics.stats.ClassStatistics`.
+        weight: the ``(C, d)`` classifier weight; ``nc3`` is included when it is given.
+        rtol: relative eigenvalue cut-off of the pseudo-inverse of ``Sigma_B`` (default ``max(d, C) eps``).
+        empty_classes: ``"error"`` (a class without samples raises) or ``"nan"``.
+        layer: only names the layer in error messages and warnings.
+
+    ``nc4`` is included when the statistics hold NCC/network disagreements.
+
+    Example:
+        >>> import torch
+        >>> features = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.2, 0.8]])
+        >>> stats = class_statistics(features, torch.tensor([0, 0, 1, 1]), 2, logits=features)
+        >>> list(metrics_from_statistics(stats, weight=torch.eye(2), layer="penultimate"))
+        ['nc1', 'nc1_trace_ratio', 'cdnv', 'ncc_acc', 'nc2_equinorm', 'nc2_equiangle', 'nc2_maxangle',
+         'nc2_etf', 'nc3', 'nc4']
     """
     if empty_classes not in EMPTY_CLASS_POLICIES:
         raise ValueError(f"empty_classes must be one of {list(EMPTY_CLASS_POLICIES)}, got {empty_classes!r}")
@@ -140,16 +231,33 @@ def metrics_from_statistics(
             f"classes {empty} have no samples{where}; pass empty_classes='nan' to get NaN for the "
             "metrics that need every class mean"
         )
-    if empty:
+    if empty or _means_coincide(stats, where):
         out = dict.fromkeys(_CLASS_MEAN_METRICS, math.nan)
         if weight is None:
             del out["nc3"]
+        elif weight.shape[-1] != stats.means.shape[1]:
+            _nc3(weight, stats.centred_means)  # raises the shape error
     else:
         out = _class_mean_metrics(stats, weight=weight, rtol=rtol)
     out["ncc_acc"] = float(stats.ncc_correct.sum() / total)
     if stats.nc4_disagreements is not None:
         out["nc4"] = float(stats.nc4_disagreements / total)
     return {name: out[name] for name in METRIC_NAMES if name in out}
+
+
+def _means_coincide(stats: ClassStatistics, where: str) -> bool:
+    """Whether all class means are the same point up to rounding (``Sigma_B = 0``); warns if so."""
+    spread = float(stats.centred_means.norm(dim=1).max())
+    scale = float(stats.means.norm(dim=1).max())
+    if spread > _COINCIDING_MEANS_EPS * stats.resolution * scale:
+        return False
+    warnings.warn(
+        f"all class means coincide{where} (Sigma_B = 0, e.g. constant features): nc1, nc1_trace_ratio, "
+        "cdnv, nc2_* and nc3 are NaN; ncc_acc and nc4 compare against tied centres",
+        ConstantFeaturesWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 def _class_mean_metrics(
@@ -231,24 +339,87 @@ def neural_collapse(
     *,
     weight: Tensor | None = None,
     bias: Tensor | None = None,
+    logits: Tensor | None = None,
+    ncc_means: Tensor | None = None,
+    empty_classes: str = "error",
+    rtol: float | None = None,
 ) -> dict[str, float]:
-    """All DESIGN §1 metrics of one layer, keyed by their names.
+    """Every metric of ``docs/metrics.md`` for one layer, keyed by name, in :data:`METRIC_NAMES` order.
 
-    ``nc3`` and ``nc4`` are included when the classifier ``weight`` ``(C, d)`` (and optional ``bias`` ``(C,)``)
-    is given; ``nc4`` compares the linear classifier's prediction on these features with the NCC prediction.
+    Args:
+        features: ``(N, ...)`` embeddings of one layer (conv maps are flattened: ``d = K*H*W``).
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+        weight: the ``(C, d)`` weight of the linear classifier reading these features; enables ``nc3``, and
+            ``nc4`` through the logits ``h W^T + b``.
+        bias: the ``(C,)`` classifier bias (part of the network's prediction in ``nc4``).
+        logits: ``(N, C)`` network outputs; ``nc4`` compares their ``argmax`` with the NCC prediction
+            (instead of ``h W^T + b``).
+        ncc_means: ``(C, d)`` nearest-class centres for ``ncc_acc`` and ``nc4``: the *train* split's class
+            means (:func:`class_means`) when ``features`` are a test split; by default the class means of
+            ``features``. NaN rows mark classes absent from the train split (never predicted).
+        empty_classes: ``"error"`` (default: a class without samples raises) or ``"nan"``.
+        rtol: relative eigenvalue cut-off of the pseudo-inverse of ``Sigma_B`` (default ``max(d, C) eps``).
+
+    Returns:
+        ``{name: value}`` with ``nc1``, ``nc1_trace_ratio``, ``cdnv``, ``ncc_acc``, ``nc2_equinorm``,
+        ``nc2_equiangle``, ``nc2_maxangle``, ``nc2_etf``; ``nc3`` with ``weight``; ``nc4`` with ``weight`` or
+        ``logits``.
+
+    Example:
+        >>> import torch
+        >>> from ncdepth.metrics.functional import class_means, neural_collapse
+        >>> features = torch.tensor([[2.0, 0.0], [2.0, 1.0], [-1.0, 2.0], [-1.0, 1.0], [-1.0, -2.0],
+        ...                          [-1.0, -3.0]])
+        >>> labels = torch.tensor([0, 0, 1, 1, 2, 2])
+        >>> result = neural_collapse(features, labels, num_classes=3)
+        >>> {name: round(value, 4) for name, value in result.items()}  # doctest: +NORMALIZE_WHITESPACE
+        {'nc1': 0.0312, 'nc1_trace_ratio': 0.0511, 'cdnv': 0.0182, 'ncc_acc': 1.0, 'nc2_equinorm': 0.1398,
+         'nc2_equiangle': 0.2136, 'nc2_maxangle': 0.1776, 'nc2_etf': 0.3154}
+
+        A test split measured against the train split's class means, as the streaming metric's
+        ``ncc_reference`` does (``ncc_acc`` and ``nc4``):
+
+        >>> weight = torch.tensor([[1.0, 0.0], [-0.5, 1.0], [-0.5, -1.0]])
+        >>> test = torch.tensor([[0.2, 0.5], [1.5, 0.0], [-1.0, 1.5], [-1.0, -1.5]])
+        >>> test_labels = torch.tensor([0, 0, 1, 2])
+        >>> on_test = neural_collapse(
+        ...     test, test_labels, 3, weight=weight, ncc_means=class_means(features, labels, 3)
+        ... )
+        >>> on_test["ncc_acc"], on_test["nc4"]
+        (0.75, 0.0)
+        >>> own = neural_collapse(test, test_labels, 3, weight=weight)  # the test split's own means instead
+        >>> own["ncc_acc"], own["nc4"]
+        (1.0, 0.25)
     """
-    logits = None if weight is None else classifier_logits(features, weight, bias)
-    stats = class_statistics(features, labels, num_classes, logits=logits)
-    return metrics_from_statistics(stats, weight=weight)
+    if logits is None and weight is not None:
+        logits = classifier_logits(features, weight, bias)
+    stats = class_statistics(features, labels, num_classes, logits=logits, ncc_centres=ncc_means)
+    return metrics_from_statistics(stats, weight=weight, rtol=rtol, empty_classes=empty_classes)
 
 
 def classifier_logits(features: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``h W^T + b`` in float64."""
-    h = features.reshape(features.shape[0], -1).double()
+    """``h W^T + b`` in float64, ``h`` the features flattened to ``(N, d)``.
+
+    Args:
+        features: ``(N, ...)`` embeddings.
+        weight: ``(C, d)`` classifier weight.
+        bias: optional ``(C,)`` classifier bias.
+
+    Example:
+        >>> import torch
+        >>> classifier_logits(torch.tensor([[1.0, 2.0]]), torch.eye(2), torch.tensor([0.5, 0.0]))
+        tensor([[1.5000, 2.0000]], dtype=torch.float64)
+    """
+    h = check_feature_tensor("features", features).reshape(features.shape[0], -1).double()
     if weight.ndim != 2 or weight.shape[1] != h.shape[1]:
         raise ValueError(f"classifier weight must have shape (C, {h.shape[1]}), got {tuple(weight.shape)}")
     logits = h @ weight.detach().to(h).T
-    return logits if bias is None else logits + bias.detach().to(h)
+    if bias is None:
+        return logits
+    if bias.shape != (weight.shape[0],):
+        raise ValueError(f"classifier bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    return logits + bias.detach().to(h)
 
 
 def _one(name: str, features: Tensor, labels: Tensor, num_classes: int) -> float:
@@ -256,54 +427,175 @@ def _one(name: str, features: Tensor, labels: Tensor, num_classes: int) -> float
 
 
 def nc1(features: Tensor, labels: Tensor, num_classes: int) -> float:
-    """``Tr(Sigma_W Sigma_B^+) / C`` (Papyan, Han & Donoho 2020)."""
+    """``Tr(Sigma_W Sigma_B^+) / C`` (Papyan, Han & Donoho 2020), pseudo-inverse on the numerical rank.
+
+    Args:
+        features: ``(N, ...)`` embeddings.
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+
+    Example:
+        >>> import torch
+        >>> features = torch.tensor([[2.0, 0.0], [2.0, 1.0], [-1.0, 2.0], [-1.0, 1.0], [-1.0, -2.0],
+        ...                          [-1.0, -3.0]])
+        >>> round(nc1(features, torch.tensor([0, 0, 1, 1, 2, 2]), 3), 4)
+        0.0312
+    """
     return _one("nc1", features, labels, num_classes)
 
 
 def nc1_trace_ratio(features: Tensor, labels: Tensor, num_classes: int) -> float:
-    """``Tr(Sigma_W) / Tr(Sigma_B)``."""
+    """``Tr(Sigma_W) / Tr(Sigma_B)``.
+
+    Args:
+        features: ``(N, ...)`` embeddings.
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+
+    Example:
+        >>> import torch
+        >>> features = torch.tensor([[2.0, 0.0], [2.0, 1.0], [-1.0, 2.0], [-1.0, 1.0], [-1.0, -2.0],
+        ...                          [-1.0, -3.0]])
+        >>> round(nc1_trace_ratio(features, torch.tensor([0, 0, 1, 1, 2, 2]), 3), 4)
+        0.0511
+    """
     return _one("nc1_trace_ratio", features, labels, num_classes)
 
 
 def cdnv(features: Tensor, labels: Tensor, num_classes: int) -> float:
-    """Class-distance normalised variance: mean over ``c < c'`` of
-    ``(var_c + var_c') / (2 ||mu_c - mu_c'||^2)`` (Galanti et al.)."""
+    """Class-distance normalised variance (Galanti et al.): mean over pairs ``c < c'`` of
+    ``(var_c + var_c') / (2 ||mu_c - mu_c'||^2)``, ``var_c = (1/N_c) sum_{y_i=c} ||h_i - mu_c||^2``.
+
+    Args:
+        features: ``(N, ...)`` embeddings.
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+
+    Example:
+        >>> import torch
+        >>> features = torch.tensor([[2.0, 0.0], [2.0, 1.0], [-1.0, 2.0], [-1.0, 1.0], [-1.0, -2.0],
+        ...                          [-1.0, -3.0]])
+        >>> round(cdnv(features, torch.tensor([0, 0, 1, 1, 2, 2]), 3), 4)
+        0.0182
+    """
     return _one("cdnv", features, labels, num_classes)
 
 
 def nc2_equinorm(features: Tensor, labels: Tensor, num_classes: int) -> float:
-    """``std(||mu_c - mu_G||) / mean(||mu_c - mu_G||)``, std with ddof=1."""
+    """``std(||mu_c - mu_G||) / mean(||mu_c - mu_G||)`` over the classes, std with ddof=1.
+
+    Args:
+        features: ``(N, ...)`` embeddings.
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+
+    Example:
+        >>> import torch
+        >>> features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+        >>> round(nc2_equinorm(features, torch.tensor([0, 1, 2]), 3), 4)
+        0.2101
+    """
     return _one("nc2_equinorm", features, labels, num_classes)
 
 
 def nc2_equiangle(features: Tensor, labels: Tensor, num_classes: int) -> float:
-    """std (ddof=1) over ordered pairs ``c != c'`` of ``cos(mu_c - mu_G, mu_c' - mu_G)``."""
+    """std (ddof=1) over the ``C (C - 1)`` ordered pairs ``c != c'`` of ``cos(mu_c - mu_G, mu_c' - mu_G)``.
+
+    Args:
+        features: ``(N, ...)`` embeddings.
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+
+    Example:
+        >>> import torch
+        >>> features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+        >>> round(nc2_equiangle(features, torch.tensor([0, 1, 2]), 3), 4)
+        0.3651
+    """
     return _one("nc2_equiangle", features, labels, num_classes)
 
 
 def nc2_maxangle(features: Tensor, labels: Tensor, num_classes: int) -> float:
-    """Mean over ``c != c'`` of ``|cos(mu_c - mu_G, mu_c' - mu_G) + 1/(C-1)|``."""
+    """Mean over ``c != c'`` of ``|cos(mu_c - mu_G, mu_c' - mu_G) + 1/(C-1)|`` (0 for a simplex ETF).
+
+    Args:
+        features: ``(N, ...)`` embeddings.
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+
+    Example:
+        >>> import torch
+        >>> features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+        >>> round(nc2_maxangle(features, torch.tensor([0, 1, 2]), 3), 4)
+        0.3047
+    """
     return _one("nc2_maxangle", features, labels, num_classes)
 
 
 def nc2_etf(features: Tensor, labels: Tensor, num_classes: int) -> float:
-    """``|| G/||G||_F - (I - 11^T/C)/||I - 11^T/C||_F ||_F`` with ``G = M~^T M~`` (Zhu et al.)."""
+    """``|| G/||G||_F - (I - 11^T/C)/||I - 11^T/C||_F ||_F`` with ``G = M~^T M~`` (Zhu et al.).
+
+    Args:
+        features: ``(N, ...)`` embeddings.
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+
+    Example:
+        >>> import torch
+        >>> features = torch.tensor([[1.0, 0.0], [-0.5, 0.75 ** 0.5], [-0.5, -(0.75 ** 0.5)]])
+        >>> nc2_etf(features, torch.tensor([0, 1, 2]), 3) < 1e-7  # an exact simplex ETF
+        True
+    """
     return _one("nc2_etf", features, labels, num_classes)
 
 
 def class_means(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """``(C, d)`` float64 class means ``mu_c`` (NaN rows for empty classes)."""
+    """``(C, d)`` float64 class means ``mu_c`` (NaN rows for empty classes).
+
+    Args:
+        features: ``(N, ...)`` embeddings.
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+
+    Example:
+        >>> import torch
+        >>> class_means(torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 5.0]]), torch.tensor([0, 0, 1]), 2)
+        tensor([[2., 1.],
+                [0., 5.]], dtype=torch.float64)
+    """
     return class_statistics(features, labels, num_classes).means
 
 
 def class_variances(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """``(C,)`` float64 ``var_c = (1/N_c) sum_{y_i=c} ||h_i - mu_c||^2`` (biased, centred)."""
+    """``(C,)`` float64 ``var_c = (1/N_c) sum_{y_i=c} ||h_i - mu_c||^2`` (biased, centred).
+
+    Args:
+        features: ``(N, ...)`` embeddings.
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+
+    Example:
+        >>> import torch
+        >>> features = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 5.0]])
+        >>> class_variances(features, torch.tensor([0, 0, 1]), 2).round(decimals=6)  # float32 input
+        tensor([2., 0.], dtype=torch.float64)
+    """
     stats = class_statistics(features, labels, num_classes)
     return stats.within_sq / stats.counts
 
 
 def ncc_predict(features: Tensor, means: Tensor) -> Tensor:
-    """Nearest-class-centre prediction ``argmin_c ||h - mu_c||`` for each row, as ``(N,)`` int64."""
+    """Nearest-class-centre prediction ``argmin_c ||h - mu_c||`` for each row, as ``(N,)`` int64.
+
+    Args:
+        features: ``(N, ...)`` embeddings.
+        means: ``(C, d)`` class centres.
+
+    Example:
+        >>> import torch
+        >>> ncc_predict(torch.tensor([[0.9, 0.1], [0.0, 2.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+        tensor([0, 1])
+    """
     h = features.reshape(features.shape[0], -1).double()
     centres = means.to(h)
     origin = centres.mean(0)
@@ -315,15 +607,41 @@ def ncc_predict(features: Tensor, means: Tensor) -> Tensor:
 def ncc_acc(features: Tensor, labels: Tensor, num_classes: int, *, means: Tensor | None = None) -> float:
     """Fraction of samples whose nearest class centre is their label.
 
-    ``means`` ``(C, d)`` are the centres (DESIGN: the *train* split's class means); by default the class
-    means of ``features`` themselves.
+    Args:
+        features: ``(N, ...)`` embeddings.
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+        means: ``(C, d)`` centres (the contract: the *train* split's class means, see :func:`class_means`);
+            by default the class means of ``features`` themselves.
+
+    Example:
+        >>> import torch
+        >>> train = torch.tensor([[0.0, 0.0], [2.0, 0.0], [10.0, 0.0], [12.0, 0.0]])
+        >>> train_means = class_means(train, torch.tensor([0, 0, 1, 1]), 2)  # centres 1 and 11
+        >>> test, test_labels = torch.tensor([[5.0, 0.0], [7.0, 0.0]]), torch.tensor([1, 1])
+        >>> ncc_acc(test, test_labels, 2, means=train_means)  # 5 is nearer to 1, 7 to 11
+        0.5
     """
     stats = class_statistics(features, labels, num_classes, ncc_centres=means)
     return float(stats.ncc_correct.sum() / stats.counts.sum())
 
 
 def nc3(weight: Tensor, features: Tensor, labels: Tensor, num_classes: int) -> float:
-    """``|| W^T/||W||_F - M~/||M~||_F ||_F^2`` (Papyan) for the ``C x d`` classifier weight ``W``."""
+    """``|| W^T/||W||_F - M~/||M~||_F ||_F^2`` (Papyan) for the ``C x d`` classifier weight ``W``.
+
+    Args:
+        weight: ``(C, d)`` classifier weight.
+        features: ``(N, ...)`` embeddings (the classifier's input).
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+
+    Example:
+        >>> import torch
+        >>> features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+        >>> means = features - features.mean(0)
+        >>> nc3(3.0 * means, features, torch.tensor([0, 1, 2]), 3) < 1e-12  # W proportional to M~
+        True
+    """
     stats = class_statistics(features, labels, num_classes)
     return metrics_from_statistics(stats, weight=weight)["nc3"]
 
@@ -336,20 +654,52 @@ def nc4(
     weight: Tensor | None = None,
     bias: Tensor | None = None,
     logits: Tensor | None = None,
+    ncc_means: Tensor | None = None,
 ) -> float:
     """Fraction of samples whose network prediction (``argmax`` of ``logits``, or of ``h W^T + b``, bias
-    included) differs from the NCC prediction at this (penultimate) layer."""
+    included) differs from the NCC prediction at this (penultimate) layer.
+
+    Args:
+        features: ``(N, ...)`` embeddings of the classifier's input.
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+        weight: ``(C, d)`` classifier weight (with ``bias``), when ``logits`` are not given.
+        bias: ``(C,)`` classifier bias.
+        logits: ``(N, C)`` network outputs.
+        ncc_means: ``(C, d)`` NCC centres (the train split's class means for a test split); by default the
+            class means of ``features``.
+
+    Example:
+        >>> import torch
+        >>> features = torch.tensor([[1.0, 0.0], [0.8, 0.1], [0.0, 1.0], [0.1, 0.9]])
+        >>> labels = torch.tensor([0, 0, 1, 1])
+        >>> nc4(features, labels, 2, weight=torch.eye(2))
+        0.0
+        >>> nc4(features, labels, 2, weight=torch.eye(2), bias=torch.tensor([10.0, 0.0]))  # always class 0
+        0.5
+    """
     if logits is None:
         if weight is None:
             raise ValueError("nc4 needs the classifier `weight` (and `bias`) or the `logits`")
         logits = classifier_logits(features, weight, bias)
-    stats = class_statistics(features, labels, num_classes, logits=logits)
+    stats = class_statistics(features, labels, num_classes, logits=logits, ncc_centres=ncc_means)
     return float(stats.nc4_disagreements / stats.counts.sum())
 
 
 def effective_depth(ncc_train_errors: Sequence[float], eps: float) -> int | None:
     """Galanti et al.'s effective depth: the smallest 1-based layer index ``l`` whose NCC *train* error is
-    ``<= eps``, or ``None`` when no measured layer reaches it."""
+    ``<= eps``, or ``None`` when no measured layer reaches it.
+
+    Args:
+        ncc_train_errors: ``1 - ncc_acc`` on the train split, one per layer, input to output.
+        eps: the tolerance, in ``[0, 1]``.
+
+    Example:
+        >>> effective_depth([0.6, 0.3, 0.08, 0.01], eps=0.1)
+        3
+        >>> effective_depth([0.6, 0.3], eps=0.1) is None
+        True
+    """
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"eps must lie in [0, 1], got {eps}")
     for layer, error in enumerate(ncc_train_errors, start=1):

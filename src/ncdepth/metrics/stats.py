@@ -1,8 +1,8 @@
 """Sufficient statistics of neural collapse, accumulated in two passes over the data.
 
-Notation (DESIGN §1): ``h_i`` is the embedding of sample ``i`` (flattened to ``d`` numbers), ``y_i`` its
-label in ``0..C-1``, ``N_c`` the class count, ``mu_c`` the class mean, ``mu_G`` the sample-weighted global mean
-and ``M~`` the ``C x d`` matrix whose rows are the centred means ``mu_c - mu_G``.
+Notation (``docs/metrics.md``): ``h_i`` is the embedding of sample ``i`` (flattened to ``d`` numbers),
+``y_i`` its label in ``0..C-1``, ``N_c`` the class count, ``mu_c`` the class mean, ``mu_G`` the
+sample-weighted global mean and ``M~`` the ``C x d`` matrix whose rows are the centred means ``mu_c - mu_G``.
 
 Pass 1 sums ``N_c`` and ``S_c = sum_{y_i=c} h_i``. Pass 2, with the pass-1 means fixed, sums
 
@@ -49,6 +49,8 @@ def flatten_features(features: Tensor, pool: str = "flatten") -> Tensor:
     """
     if pool not in POOLING:
         raise ValueError(f"pool must be one of {list(POOLING)}, got {pool!r}")
+    if not isinstance(features, Tensor):
+        raise TypeError(f"features must be a Tensor of shape (N, d, ...), got {type(features).__name__}")
     if features.ndim < 2:
         raise ValueError(f"features must have shape (N, d, ...), got {tuple(features.shape)}")
     if pool == "avg" and features.ndim > 2:
@@ -185,11 +187,12 @@ def second_pass(h: Tensor, labels: Tensor, anchors: Anchors, *, full_scatter: bo
 
 @dataclass(frozen=True)
 class ClassStatistics:
-    """Final float64 statistics of one layer: everything DESIGN §1's metrics are functions of.
+    """Final float64 statistics of one layer: everything the metrics of ``docs/metrics.md`` are functions of.
 
     ``within_sq[c] = sum_{y_i=c} ||h_i - mu_c||^2``; ``projected_scatter = N M~ Sigma_W M~^T`` (C x C);
     ``full_scatter = N Sigma_W`` (d x d) when it was accumulated; ``ncc_correct`` per class;
-    ``nc4_disagreements`` (a 0-dim tensor) when logits were given for this layer.
+    ``nc4_disagreements`` (a 0-dim tensor) when logits were given for this layer; ``resolution`` the machine
+    epsilon of the per-batch working precision (to tell coinciding class means from rounding).
     """
 
     counts: Tensor
@@ -199,6 +202,7 @@ class ClassStatistics:
     full_scatter: Tensor | None
     ncc_correct: Tensor
     nc4_disagreements: Tensor | None
+    resolution: float = torch.finfo(torch.float64).eps
 
     @property
     def global_mean(self) -> Tensor:
@@ -248,4 +252,5 @@ def finalize(
         full_scatter=full,
         ncc_correct=ncc_correct,
         nc4_disagreements=nc4_disagreements,
+        resolution=torch.finfo(anchors.hi.dtype).eps,
     )

@@ -1,4 +1,4 @@
-"""The generalization-bound table and figure of a bound sweep (``conf/experiment/bound*.yaml``).
+"""The generalization-bound table and figure of a bound sweep (``ncdepth/conf/experiment/bound*.yaml``).
 
 A *bound sweep* varies ``data.extra_label_noise``: runs with ``null`` trained on ``S1``, runs with a
 fraction ``p`` trained on ``S1 ∪ S̃2`` (``ncdepth.data.NCDataModule``). Runs pair by seed within each

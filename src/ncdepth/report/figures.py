@@ -27,7 +27,7 @@ DEPTH_KEY = "model.depth"
 NOISE_KEY = "data.label_noise"
 EFFECTIVE_DEPTH_PREFIX = "effective_depth@"
 COLLAPSE_METRICS = ("nc1", "nc2_etf", "nc3", "nc4")
-"""NC1-NC4 as drawn for the classifier layer (DESIGN §1)."""
+"""NC1-NC4 as drawn for the classifier layer (``docs/metrics.md``)."""
 FIGURE_SUFFIXES = (".png", ".pdf")
 PANEL_SIZE = (3.6, 2.9)
 LAYER_COLOURS = colormaps["viridis"]

@@ -151,7 +151,7 @@ def kernel_nc1(kernel: Tensor, labels: Tensor) -> float:
     ``K = H H^T``.
 
     Equals ``ncdepth.metrics.functional.nc1_trace_ratio(H, labels, C)`` for any class sizes and row
-    order (DESIGN §1: ``Sigma_W`` pooled with ``1/N``, ``Sigma_B`` weighing classes equally around
+    order (docs/metrics.md: ``Sigma_W`` pooled with ``1/N``, ``Sigma_B`` weighing classes equally around
     the sample-weighted global mean). With ``1_c`` the indicator of class ``c``,
     ``S_cc' = 1_c^T K 1_c'`` and ``p_c = N_c / N``::
 

@@ -309,7 +309,7 @@ def optimize(
     ``width`` defaults to ``C`` and must be ``>= C``.
 
     Every ``log_every`` steps (and at the first and last) ``history`` gets ``step``, ``objective``,
-    the DESIGN §1 metrics of ``neural_collapse(H^T, labels, C, weight=W_M...W_1, bias=b)``, and:
+    the docs/metrics.md metrics of ``neural_collapse(H^T, labels, C, weight=W_M...W_1, bias=b)``, and:
 
     * MSE with a closed form (always, except a bias with imbalanced classes): ``objective_gap``
       ``(f - f*)/f*`` and ``closed_form_WWT/HTH/WH``, the relative Frobenius distances

@@ -13,13 +13,16 @@ replays the cache and runs no forward pass at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ncdepth.metrics import NeuralCollapse
+
+Forward = Callable[[Tensor], tuple[Tensor, Mapping[str, Tensor]]]
+"""``forward(x) -> (logits (B, C), {layer: (B, ...) embedding})``, e.g. an ncdepth model."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class SplitAnalysis:
 
 
 def analyse_split(
-    model: nn.Module,
+    forward: Forward,
     batches: Iterable[tuple[Tensor, ...]],
     metrics: Mapping[str, tuple[NeuralCollapse, int]],
     *,
@@ -44,9 +47,11 @@ def analyse_split(
 ) -> SplitAnalysis:
     """Run both passes of every metric in ``metrics`` (``name -> (metric, label column)``, column
     ``i`` being ``batch[i]``) over ``batches`` with gradients off; the caller sets eval mode.
+    ``forward(x)`` (``x`` on ``device``) returns ``(logits, {layer: embedding})``: an ncdepth model,
+    or any function of that contract.
 
     The metrics are reset first and left after ``next_phase`` and pass 2, ready for ``compute()``.
-    ``batches`` must be re-iterable in a fixed order (a ``DataLoader`` without shuffling).
+    ``batches`` must be re-iterable, yielding the same samples each time (in any order).
     """
     for metric, _ in metrics.values():
         metric.reset()
@@ -57,7 +62,7 @@ def analyse_split(
     with torch.no_grad():
         for batch in batches:
             x, *labels = (tensor.to(device) for tensor in batch)
-            logits, embeddings = model(x)
+            logits, embeddings = forward(x)
             predictions = logits.argmax(dim=1)
             total += predictions.shape[0]
             for name, (metric, column) in metrics.items():
@@ -71,7 +76,7 @@ def analyse_split(
                     cache = None
         for metric, _ in metrics.values():
             metric.next_phase()
-        replay = cache if cache is not None else _forward(model, batches, device)
+        replay = cache if cache is not None else _forward(forward, batches, device)
         for logits, embeddings, labels in replay:
             for metric, column in metrics.values():
                 metric.update(embeddings, labels[column - 1], logits=logits)
@@ -81,11 +86,11 @@ def analyse_split(
 
 
 def _forward(
-    model: nn.Module, batches: Iterable[tuple[Tensor, ...]], device: torch.device
+    forward: Forward, batches: Iterable[tuple[Tensor, ...]], device: torch.device
 ) -> Iterable[tuple[Tensor, Mapping[str, Tensor], list[Tensor]]]:
     for batch in batches:
         x, *labels = (tensor.to(device) for tensor in batch)
-        logits, embeddings = model(x)
+        logits, embeddings = forward(x)
         yield logits, embeddings, labels
 
 

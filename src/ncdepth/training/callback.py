@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ from rich.console import Console
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from ncdepth.metrics import NeuralCollapse, effective_depth
+from ncdepth.metrics import LayerTap, NeuralCollapse, effective_depth
+from ncdepth.metrics.tap import Pooling
 from ncdepth.rundir import FIGURES_DIR, METRICS_FILE, SUMMARY_FILE, set_aside, write_json
-from ncdepth.training.analysis import analyse_split
+from ncdepth.training.analysis import Forward, analyse_split
 from ncdepth.training.config import AnalysisConfig
 from ncdepth.training.head_geometry import head_geometry
 from ncdepth.training.results import (
@@ -31,22 +33,61 @@ log = logging.getLogger(__name__)
 FIGURE_FILE = Path(FIGURES_DIR) / "ncc_train_acc.png"
 
 
+Features = Callable[[pl.LightningModule, Tensor], tuple[Tensor, Mapping[str, Tensor]]]
+"""``features(pl_module, x) -> (logits (B, C), {layer: (B, ...) features})``: the layers to
+measure, in depth order, from one forward pass of the inputs ``x`` (already on the module's device;
+called in eval mode, without gradients). Conv maps may stay ``(B, C, H, W)``: ``AnalysisConfig.pool``
+flattens or averages them."""
+
+
+@dataclass(frozen=True)
+class _Network:
+    """What one analysis measures: ``forward(x) -> (logits, layers)``, the number of classes, the
+    classifier's layer and weight (``None``: as ``NeuralCollapse`` decides; no ``nc3``), and the
+    ncdepth model when there is one (for the head geometry)."""
+
+    forward: Forward
+    num_classes: int
+    classifier_layer: str | None
+    classifier_weight: Callable[[], Tensor] | None
+    model: nn.Module | None
+
+
 class NeuralCollapseCallback(pl.Callback):
     """Every ``settings.every_n_epochs`` epochs, before the first epoch and after the last, run the
-    two-pass analysis of every layer of ``pl_module.model`` (no grad, eval mode, restored after).
+    two-pass analysis of every layer (no grad, eval mode, every submodule's mode restored after).
 
-    Splits (one ``NeuralCollapse`` each, all layers at once), from the datamodule's
-    ``analysis_dataloader``: ``"train"`` with the labels the network is trained on,
-    ``"train_clean"`` with the clean labels when the datamodule's ``noise_mask`` flags any label
-    (both updated from the same forward passes), and ``"test"``, whose ``ncc_acc`` uses the train
-    split's class means. ``nc3`` reads ``model.classifier.weight``; ``nc4`` the logits.
-    With a deep linear head, the train split's head layers also get the UFM geometry of
-    :mod:`ncdepth.training.head_geometry` (``geom_*``, ``minority_*``).
+    What is measured, for any LightningModule:
+
+    * ``layers``: names of modules of ``pl_module`` (``pl_module.named_modules()``, e.g.
+      ``"net.layer1"``) whose outputs are the layers, read by :class:`ncdepth.metrics.LayerTap`
+      (pooled by ``layer_pool``, as its ``pool``) while ``pl_module(x)`` computes the logits; or
+      ``features`` (see :data:`Features`), a function giving the logits and the layers of a batch.
+      With either, ``num_classes`` is required, ``classifier_layer`` names the layer that feeds the
+      classifier (where ``nc3``/``nc4`` are measured; when not given ``NeuralCollapse`` decides,
+      see its ``classifier_layer``) and ``classifier_weight(pl_module)``, the ``(C, d)`` weight of
+      that classifier, enables ``nc3``. With neither, the module must hold an ncdepth model as
+      ``pl_module.model`` (:class:`ncdepth.training.NCModule`): its forward pass gives the logits
+      and the layers, ``model.classifier`` and ``model.classifier_layer`` the rest; the three
+      arguments are then not accepted.
+    * ``train_dataloader`` and ``test_dataloader`` (both or neither) yield ``(x, y)`` batches,
+      the same samples at each iteration (any order; no random augmentation). Without them the
+      trainer's datamodule serves them: ``analysis_dataloader("train" | "test")`` of
+      :class:`ncdepth.data.NCDataModule`, whose batches are ``(x, y, y_clean)``.
+
+    Splits (one ``NeuralCollapse`` each, all layers at once): ``"train"`` with the labels the
+    network is trained on, ``"train_clean"`` with the clean labels when the datamodule's
+    ``noise_mask`` flags any label (both updated from the same forward passes; datamodule loaders
+    only), and ``"test"``, whose ``ncc_acc`` uses the train split's class means. ``nc4`` compares
+    the logits with the nearest class mean. With an ncdepth model's deep linear head, the train
+    split's head layers also get the UFM geometry of :mod:`ncdepth.training.head_geometry`
+    (``geom_*``, ``minority_*``).
 
     After each analysis at ``epoch`` (completed epochs; 0 = initialisation) it logs
     ``nc/{split}/{layer}/{metric}``, ``nc/{split}/network_acc``, ``nc/effective_depth@{eps}``
     (``effective_depth`` of the train split's NCC errors ``1 - ncc_acc``), and the timings
-    ``timing/analysis_s`` and ``timing/train_epoch_s`` to the Lightning loggers and the run log.
+    ``timing/analysis_s`` and ``timing/train_epoch_s`` to the Lightning loggers and the run log,
+    and keeps the results in :attr:`last_results` (``{split: {layer: {metric: value}}}``).
     With a ``run_dir``, rank zero also appends to ``metrics.csv`` and, when training ends, writes
     ``summary.json`` and ``figures/ncc_train_acc.png`` and prints the per-layer table. The terminal
     phase is the first analysed epoch at which the network fits every trained label (eval mode).
@@ -58,11 +99,42 @@ class NeuralCollapseCallback(pl.Callback):
         self,
         settings: AnalysisConfig | None = None,
         *,
+        layers: Sequence[str] | None = None,
+        layer_pool: Pooling | Mapping[str, Pooling] = "flatten",
+        features: Features | None = None,
+        num_classes: int | None = None,
+        classifier_layer: str | None = None,
+        classifier_weight: Callable[[pl.LightningModule], Tensor] | None = None,
+        train_dataloader: DataLoader | None = None,
+        test_dataloader: DataLoader | None = None,
         run_dir: str | Path | None = None,
         config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if layers is not None and features is not None:
+            raise ValueError("give layers (tapped) or features (a function), not both")
+        if layers is not None:
+            features = _tapped(list(layers), layer_pool)
+        if features is None and (num_classes, classifier_layer, classifier_weight) != (None, None, None):
+            raise ValueError(
+                "num_classes, classifier_layer and classifier_weight go with layers or features; "
+                "without them they are read from pl_module.model"
+            )
+        if features is not None and num_classes is None:
+            raise ValueError("layers or features need num_classes, the number of classes of the labels")
+        if (train_dataloader is None) != (test_dataloader is None):
+            raise ValueError(
+                "give both train_dataloader and test_dataloader, or neither (the datamodule's "
+                "analysis_dataloader)"
+            )
         self.settings = settings or AnalysisConfig()
+        self.features = features
+        self.num_classes = num_classes
+        self.classifier_layer = classifier_layer
+        self.classifier_weight = classifier_weight
+        self.dataloaders = (
+            None if train_dataloader is None else {"train": train_dataloader, "test": test_dataloader}
+        )
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.config = dict(config or {})
         self.table = None if self.run_dir is None else TidyTable(self.run_dir / METRICS_FILE)
@@ -139,15 +211,14 @@ class NeuralCollapseCallback(pl.Callback):
     # ------------------------------------------------------------------ the analysis
     def analyse(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
         """Measure every split at ``epoch``, then log and record the results (class docstring)."""
-        model: nn.Module = pl_module.model
-        datamodule = trainer.datamodule
         started = time.perf_counter()
-        was_training = model.training
-        model.eval()
+        modes = {module: module.training for module in pl_module.modules()}
+        pl_module.eval()
         try:
-            results, accuracy = self._measure(trainer, model, datamodule, pl_module.device)
+            results, accuracy = self._measure(trainer, pl_module)
         finally:
-            model.train(was_training)
+            for module, training in modes.items():
+                module.training = training
         seconds = time.perf_counter() - started
         self.analysis_seconds.append(seconds)
         self.last_results, self.last_accuracy = results, accuracy
@@ -159,40 +230,68 @@ class NeuralCollapseCallback(pl.Callback):
             self.table.append(epoch, results)
 
     def _measure(
-        self,
-        trainer: pl.Trainer,
-        model: nn.Module,
-        datamodule: pl.LightningDataModule,
-        device: torch.device,
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
     ) -> tuple[SplitResults, dict[str, float]]:
-        num_classes = model.classifier.out_features
+        device = pl_module.device
+        network = self._network(pl_module)
         options = {
-            "classifier_layer": model.classifier_layer,
-            "classifier_weight": lambda: model.classifier.weight.detach(),
+            "classifier_layer": network.classifier_layer,
+            "classifier_weight": network.classifier_weight,
             "pool": self.settings.pool,
             "full_covariance_max_dim": self.settings.full_covariance_max_dim,
         }
-        train = NeuralCollapse(num_classes, **options).to(device)
+        train = NeuralCollapse(network.num_classes, **options).to(device)
         train_metrics: dict[str, tuple[NeuralCollapse, int]] = {"train": (train, 1)}
-        if _has_label_noise(datamodule):
-            train_metrics["train_clean"] = (NeuralCollapse(num_classes, **options).to(device), 2)
-        test = NeuralCollapse(num_classes, ncc_reference=train, **options).to(device)
+        datamodule = trainer.datamodule
+        if self.dataloaders is None and _has_label_noise(datamodule):
+            train_metrics["train_clean"] = (NeuralCollapse(network.num_classes, **options).to(device), 2)
+        test = NeuralCollapse(network.num_classes, ncc_reference=train, **options).to(device)
         cache_bytes = int(self.settings.cache_features_mb * 2**20)
-        loaders = {
-            "train": _shard(datamodule.analysis_dataloader("train"), trainer),
-            "test": _shard(datamodule.analysis_dataloader("test"), trainer),
-        }
+        loaders = {split: _shard(loader, trainer) for split, loader in self._dataloaders(datamodule).items()}
         train_run = analyse_split(
-            model, loaders["train"], train_metrics, device=device, cache_bytes=cache_bytes
+            network.forward, loaders["train"], train_metrics, device=device, cache_bytes=cache_bytes
         )
         test_run = analyse_split(
-            model, loaders["test"], {"test": (test, 1)}, device=device, cache_bytes=cache_bytes
+            network.forward, loaders["test"], {"test": (test, 1)}, device=device, cache_bytes=cache_bytes
         )
         metrics = {**train_metrics, "test": (test, 1)}
         results = {split: metric.compute() for split, (metric, _) in metrics.items()}
-        for layer, geometry in head_geometry(model, train, trainer.lightning_module).items():
-            results["train"][layer].update(geometry)
+        if network.model is not None:
+            for layer, geometry in head_geometry(network.model, train, pl_module).items():
+                results["train"][layer].update(geometry)
         return results, {**train_run.accuracy, **test_run.accuracy}
+
+    def _network(self, pl_module: pl.LightningModule) -> _Network:
+        """What to measure in ``pl_module``: the callback's ``features`` and classifier, else its
+        ncdepth model's."""
+        if self.features is None:
+            model = _ncdepth_model(pl_module)
+            return _Network(
+                forward=model,
+                num_classes=model.classifier.out_features,
+                classifier_layer=model.classifier_layer,
+                classifier_weight=lambda: model.classifier.weight.detach(),
+                model=model,
+            )
+        features, weight = self.features, self.classifier_weight
+        return _Network(
+            forward=lambda x: features(pl_module, x),
+            num_classes=self.num_classes,
+            classifier_layer=self.classifier_layer,
+            classifier_weight=None if weight is None else lambda: weight(pl_module).detach(),
+            model=None,
+        )
+
+    def _dataloaders(self, datamodule: pl.LightningDataModule | None) -> dict[str, DataLoader]:
+        """The train and test analysis loaders: the callback's own, else the datamodule's."""
+        if self.dataloaders is not None:
+            return self.dataloaders
+        if not hasattr(datamodule, "analysis_dataloader"):
+            raise TypeError(
+                "NeuralCollapseCallback needs train_dataloader and test_dataloader, or a datamodule "
+                "with analysis_dataloader(split) (ncdepth.data.NCDataModule)"
+            )
+        return {split: datamodule.analysis_dataloader(split) for split in ("train", "test")}
 
     def effective_depths(self) -> dict[float, int | None]:
         """``{eps: effective depth}`` of the last analysis, from the train split's NCC errors."""
@@ -254,7 +353,32 @@ class NeuralCollapseCallback(pl.Callback):
             )
 
 
-def _has_label_noise(datamodule: pl.LightningDataModule) -> bool:
+def _ncdepth_model(pl_module: pl.LightningModule) -> nn.Module:
+    """``pl_module.model`` when it is an ncdepth model (``model(x) -> (logits, layers)``, with
+    ``model.classifier`` an ``nn.Linear`` and ``model.classifier_layer``); raises ``TypeError``
+    saying what to pass to :class:`NeuralCollapseCallback` otherwise."""
+    model = getattr(pl_module, "model", None)
+    if isinstance(getattr(model, "classifier", None), nn.Linear) and hasattr(model, "classifier_layer"):
+        return model
+    raise TypeError(
+        f"{type(pl_module).__name__} holds no ncdepth model (pl_module.model with .classifier and "
+        ".classifier_layer): pass NeuralCollapseCallback(layers=... or features=..., num_classes=...)"
+    )
+
+
+def _tapped(layers: list[str], pool: Pooling | Mapping[str, Pooling]) -> Features:
+    """:data:`Features` reading ``layers`` of the LightningModule with a :class:`LayerTap` while
+    the module's own forward pass computes the logits."""
+
+    def features(pl_module: pl.LightningModule, x: Tensor) -> tuple[Tensor, Mapping[str, Tensor]]:
+        with LayerTap(pl_module, layers, pool=pool) as tap:
+            logits = pl_module(x)
+        return logits, tap.features
+
+    return features
+
+
+def _has_label_noise(datamodule: pl.LightningDataModule | None) -> bool:
     noise_mask: Tensor | None = getattr(datamodule, "noise_mask", None)
     return noise_mask is not None and bool(torch.as_tensor(noise_mask).any())
 

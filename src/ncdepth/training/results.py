@@ -16,15 +16,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from rich.table import Table
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot loads)
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from ncdepth.rundir import METRIC_COLUMNS, atomic_write  # noqa: E402
+from ncdepth.rundir import METRIC_COLUMNS, atomic_write
 
 SplitResults = Mapping[str, Mapping[str, Mapping[str, float]]]
 """``{split: {layer: {metric: value}}}``: one analysis."""
@@ -72,8 +70,9 @@ def plot_ncc_train_accuracy(table: pd.DataFrame, path: str | Path) -> None:
     """NCC accuracy on the train split vs epoch, one line per layer (Galanti et al. 2023, Fig. 1)."""
     rows = table[(table["split"] == "train") & (table["metric"] == "ncc_acc")]
     layers = list(dict.fromkeys(rows["layer"]))
-    figure, axes = plt.subplots(figsize=(6.0, 4.0))
-    colours = plt.get_cmap("viridis")
+    figure = Figure(figsize=(6.0, 4.0), layout="tight")  # matplotlib's object API: no pyplot state
+    axes = figure.subplots()
+    colours = colormaps["viridis"]
     for index, layer in enumerate(layers):
         series = rows[rows["layer"] == layer].sort_values("epoch")
         colour = colours(index / max(len(layers) - 1, 1))
@@ -84,10 +83,8 @@ def plot_ncc_train_accuracy(table: pd.DataFrame, path: str | Path) -> None:
     axes.set_ylim(0.0, 1.02)
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small", ncol=2 if len(layers) > 8 else 1)
-    figure.tight_layout()
     image = io.BytesIO()
     figure.savefig(image, format="png", dpi=120)
-    plt.close(figure)
     atomic_write(path, image.getvalue())
 
 
