@@ -16,13 +16,13 @@ from hydra.errors import MissingConfigException
 from conftest import directory_fingerprint
 from ncdepth.cli import CONFIG_DIR
 from ncdepth.training.config import (
+    TOP_LEVEL_KEYS,
     AnalysisConfig,
     LossConfig,
     OptimizerConfig,
     SchedulerConfig,
-    check_top_level_keys,
-    from_node,
 )
+from ncdepth.validation import check_keys, from_node
 
 NCDEPTH_TRAIN = Path(sys.executable).parent / "ncdepth-train"
 EPOCHS = 8
@@ -39,19 +39,17 @@ FAST = [
 ]
 
 
-OTHER_APP_EXPERIMENTS = ("ufm_", "kernels_")
-"""Experiment name prefixes of the other Hydra apps (``ufm.yaml``, ``kernels.yaml``), tested apart."""
+OTHER_APP_GROUPS = ("kernels_experiment", "ufm_experiment")
+"""The experiment groups of the other Hydra apps (``kernels.yaml``, ``ufm.yaml``), tested apart."""
 
 
 def all_config_choices() -> list[str]:
     """One override per config file of every group under ``ncdepth/conf/`` (experiments appended), except
-    the experiments of the other apps (:data:`OTHER_APP_EXPERIMENTS`)."""
+    the groups of the other apps (:data:`OTHER_APP_GROUPS`)."""
     overrides = []
     for path in sorted(CONFIG_DIR.rglob("*.yaml")):
         group = path.parent.relative_to(CONFIG_DIR).as_posix()
-        if group in (".", "local"):
-            continue
-        if group == "experiment" and path.stem.startswith(OTHER_APP_EXPERIMENTS):
+        if group in (".", "local", *OTHER_APP_GROUPS):
             continue
         prefix = "+" if group == "experiment" else ""
         overrides.append(f"{prefix}{group}={path.stem}")
@@ -67,7 +65,7 @@ def test_every_config_composes_and_validates(override: str) -> None:
             if override.startswith("hydra/launcher="):  # its launcher plugin is an optional extra
                 pytest.skip(f"{override}: launcher plugin not installed: {error}")
             raise
-    check_top_level_keys(list(cfg.keys()))
+    check_keys("", cfg.keys(), TOP_LEVEL_KEYS)
     from_node(LossConfig, "loss", cfg.loss)
     from_node(OptimizerConfig, "optimizer", cfg.optimizer)
     from_node(SchedulerConfig, "scheduler", cfg.scheduler)

@@ -18,33 +18,27 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from ncdepth.cli import CONFIG_DIR
-from ncdepth.cli.kernels import build_network, hidden_nc1
-from ncdepth.cli.kernels_config import parse_config
 from ncdepth.cli.report import main as report_main
-from ncdepth.report.kernels import (
-    KERNELS_COLUMNS,
-    KERNELS_FILE,
-    NC1,
-    collect_kernel_runs,
-    is_kernel_sweep,
-    plotted_nc1,
-    write_kernel_report,
-)
+from ncdepth.report.kernels import collect_kernel_runs, is_kernel_sweep, plotted_nc1, write_kernel_report
+from ncdepth.rundir import KERNELS_COLUMNS, KERNELS_FILE, KERNELS_NC1
 from ncdepth.theory.gaussian_data import gaussian_classes
 from ncdepth.theory.kernels import kernel_nc1, nngp
+from ncdepth.theory.kernels_job import build_network, hidden_nc1
+from ncdepth.theory.kernels_job_config import parse_config
 
 NCDEPTH_KERNELS = Path(sys.executable).parent / "ncdepth-kernels"
-EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("kernels_*.yaml"))
+EXPERIMENT_GROUP = "kernels_experiment"
+EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / EXPERIMENT_GROUP).glob("*.yaml"))
 TINY = ["n=32", "model.width=32", "train.steps=50", "adaptive.anneal=[10.0]", "adaptive.max_iter=200"]
 QUANTITIES = {
-    "data": {NC1},
-    "nngp_relu": {NC1},
-    "ntk_relu": {NC1},
-    "nngp_erf": {NC1},
-    "ntk_erf": {NC1},
-    "adaptive": {NC1, "converged", "iterations", "residual"},
-    "fcn_init": {NC1},
-    "fcn": {NC1, "train_loss"},
+    "data": {KERNELS_NC1},
+    "nngp_relu": {KERNELS_NC1},
+    "ntk_relu": {KERNELS_NC1},
+    "nngp_erf": {KERNELS_NC1},
+    "ntk_erf": {KERNELS_NC1},
+    "adaptive": {KERNELS_NC1, "converged", "iterations", "residual"},
+    "fcn_init": {KERNELS_NC1},
+    "fcn": {KERNELS_NC1, "train_loss"},
 }
 
 
@@ -55,30 +49,25 @@ def compose_kernels(*overrides: str, hydra: bool = False) -> DictConfig:
 
 
 def test_the_four_kernel_experiments_exist() -> None:
-    assert EXPERIMENTS == [
-        "kernels_balanced",
-        "kernels_balanced_quick",
-        "kernels_imbalanced",
-        "kernels_imbalanced_quick",
-    ]
+    assert EXPERIMENTS == ["balanced", "balanced_quick", "imbalanced", "imbalanced_quick"]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_swept_value_of_a_kernel_experiment_validates(experiment: str) -> None:
-    params = compose_kernels(f"+experiment={experiment}", hydra=True).hydra.sweeper.params
+    params = compose_kernels(f"+{EXPERIMENT_GROUP}={experiment}", hydra=True).hydra.sweeper.params
     assert params, f"{experiment} sweeps nothing"
     parser = OverridesParser.create()
     for key, values in params.items():
         (override,) = parser.parse_overrides([f"{key}={values}"])
         for value in override.sweep_string_iterator():
-            config = parse_config(compose_kernels(f"+experiment={experiment}", f"{key}={value}"))
+            config = parse_config(compose_kernels(f"+{EXPERIMENT_GROUP}={experiment}", f"{key}={value}"))
             assert sum(config.data.class_sizes) == config.data.n
 
 
 def test_the_full_experiments_are_the_papers_grids() -> None:
-    balanced = compose_kernels("+experiment=kernels_balanced", hydra=True).hydra.sweeper.params
+    balanced = compose_kernels(f"+{EXPERIMENT_GROUP}=balanced", hydra=True).hydra.sweeper.params
     assert (balanced.n, balanced.d0, balanced.seed) == ("128,256,512,1024", "1,2,8,32,128", "range(0,10)")
-    imbalanced = compose_kernels("+experiment=kernels_imbalanced", hydra=True)
+    imbalanced = compose_kernels(f"+{EXPERIMENT_GROUP}=imbalanced", hydra=True)
     assert imbalanced.n == 2048
     assert imbalanced.hydra.sweeper.params.class_sizes == "[1024,1024],[768,1280],[512,1536],[256,1792]"
 
@@ -147,7 +136,7 @@ def test_every_job_writes_every_quantity_finite(tiny_sweep: Path) -> None:
         found = table.groupby("quantity")["metric"].agg(set).to_dict()
         assert found == QUANTITIES
         assert table["value"].map(math.isfinite).all(), table
-        assert (table.loc[table["metric"] == NC1, "value"] > 0).all()
+        assert (table.loc[table["metric"] == KERNELS_NC1, "value"] > 0).all()
         summary = json.loads((tiny_sweep / job / "summary.json").read_text())
         assert summary["values"]["adaptive"]["converged"] == 1.0
         assert [step["width"] for step in summary["adaptive_steps"]] == [320.0, 32.0]
@@ -158,7 +147,7 @@ def test_ntk_features_are_never_more_collapsed_than_the_nngp_ones(tiny_sweep: Pa
     """Kothapalli & Tirer (2024): NC1(NTK) >= NC1(NNGP) on these Gaussian data (equal for relu in
     d0 = 1, where every pair of inputs is parallel or anti-parallel)."""
     table, _ = collect_kernel_runs(tiny_sweep)
-    nc1 = table[table["metric"] == NC1].pivot(index="run", columns="quantity", values="value")
+    nc1 = table[table["metric"] == KERNELS_NC1].pivot(index="run", columns="quantity", values="value")
     for activation in ("relu", "erf"):
         assert (nc1[f"ntk_{activation}"] >= nc1[f"nngp_{activation}"] * (1 - 1e-9)).all(), nc1
 
@@ -208,8 +197,8 @@ def test_an_unconverged_adaptive_kernel_stays_in_the_table_but_not_in_the_figure
         (run, quantity, metric, value)
         for run, converged in (("0", 1.0), ("1", 0.0))
         for quantity, metric, value in (
-            ("data", NC1, 0.06),
-            ("adaptive", NC1, 0.05),
+            ("data", KERNELS_NC1, 0.06),
+            ("adaptive", KERNELS_NC1, 0.05),
             ("adaptive", "converged", converged),
         )
     ]

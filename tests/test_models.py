@@ -14,9 +14,14 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ncdepth.cli import CONFIG_DIR
-from ncdepth.models import FCN2, MLP, MODELS, VGG, ConvNet, LayeredNet, ResNet, build_model
+from ncdepth.models import FCN2, MLP, VGG, ConvNet, LayeredNet, ResNet
 
 CONF_DIR = CONFIG_DIR / "model"
+MODEL_CLASSES: dict[str, type[LayeredNet]] = {
+    path.stem: hydra.utils.get_class(OmegaConf.load(path)._target_)
+    for path in sorted(CONF_DIR.glob("*.yaml"))
+}
+"""Models by config name (``model=conv``): the class that the config's ``_target_`` names."""
 IMAGE_SHAPES = [(1, 28, 28), (3, 32, 32)]
 CONV_MODELS = ["conv", "resnet", "vgg"]
 DENSE_MODELS = ["mlp", "fcn2"]
@@ -29,14 +34,14 @@ SMALL: dict[str, dict[str, Any]] = {
     "fcn2": {"width": 16},
 }
 SMALL_NUM_BLOCKS = {"mlp": 3, "conv": 3, "resnet": 3, "vgg": 3, "fcn2": 1}
-CASES = [(name, shape) for name in MODELS for shape in IMAGE_SHAPES] + [
+CASES = [(name, shape) for name in MODEL_CLASSES for shape in IMAGE_SHAPES] + [
     (name, (20,)) for name in DENSE_MODELS
 ]
 
 
 def small_model(name: str, input_shape: tuple[int, ...], **knobs: Any) -> LayeredNet:
     torch.manual_seed(0)
-    model = build_model(name, input_shape=input_shape, num_classes=5, **{**SMALL[name], **knobs})
+    model = MODEL_CLASSES[name](input_shape=input_shape, num_classes=5, **{**SMALL[name], **knobs})
     return model.eval()
 
 
@@ -336,16 +341,8 @@ def test_bad_input_shape_and_num_classes() -> None:
         ConvNet(input_shape=(3, 3, 8), num_classes=2)
 
 
-def test_registry() -> None:
-    assert MODELS == {"conv": ConvNet, "fcn2": FCN2, "mlp": MLP, "resnet": ResNet, "vgg": VGG}
-    with pytest.raises(
-        ValueError, match=r"model must be one of \['conv', 'fcn2', 'mlp', 'resnet', 'vgg'\], got 'foo'"
-    ):
-        build_model("foo", input_shape=(4,), num_classes=2)
-
-
 def test_every_model_has_a_config() -> None:
-    assert sorted(path.stem for path in CONF_DIR.glob("*.yaml")) == sorted(MODELS)
+    assert MODEL_CLASSES == {"conv": ConvNet, "fcn2": FCN2, "mlp": MLP, "resnet": ResNet, "vgg": VGG}
 
 
 @pytest.mark.parametrize(
@@ -360,7 +357,7 @@ def test_every_model_has_a_config() -> None:
 def test_configs_instantiate(config: Path, input_shape: tuple[int, ...]) -> None:
     cfg = OmegaConf.load(config)
     model = hydra.utils.instantiate(cfg, input_shape=input_shape, num_classes=10).eval()
-    assert type(model) is MODELS[config.stem]
+    assert type(model) is MODEL_CLASSES[config.stem]
     check_contract(model, input_shape, batch=2)
 
 

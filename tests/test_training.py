@@ -25,9 +25,9 @@ from ncdepth.training import (
     SchedulerConfig,
 )
 from ncdepth.training.analysis import analyse_split
-from ncdepth.training.config import from_node
 from ncdepth.training.random_state import RandomStateCheckpoint
 from ncdepth.training.results import TidyTable
+from ncdepth.validation import from_node
 
 NUM_CLASSES = 3
 DIM = 8

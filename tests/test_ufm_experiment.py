@@ -1,4 +1,4 @@
-"""``ncdepth-ufm`` and its report: every ufm_* experiment composes and validates, a tiny job
+"""``ncdepth-ufm`` and its report: every ufm_experiment/ config composes and validates, a tiny job
 through the console script meets the closed form, bad input exits 2 naming the key, and the
 report lists finished and failed runs."""
 
@@ -16,11 +16,14 @@ from omegaconf import OmegaConf
 
 from ncdepth.cli import CONFIG_DIR
 from ncdepth.cli.report import main as report_main
-from ncdepth.cli.ufm import UFMJob, run_job
 from ncdepth.report.ufm import is_ufm_sweep, write_ufm_report
+from ncdepth.theory.ufm_job import run_job
+from ncdepth.theory.ufm_job_config import UFMJob
+from ncdepth.validation import from_node
 
 NCDEPTH_UFM = Path(sys.executable).parent / "ncdepth-ufm"
-UFM_EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("ufm_*.yaml"))
+EXPERIMENT_GROUP = "ufm_experiment"
+UFM_EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / EXPERIMENT_GROUP).glob("*.yaml"))
 TINY = ["class_sizes=[20,10,5,5]", "depth=2", "weight_decay=3e-2", "feature_decay=3e-2", "init=gaussian"]
 TINY += ["iterations=150"]
 
@@ -34,18 +37,21 @@ def compose_ufm(*overrides: str) -> dict:
     return {"job": OmegaConf.to_container(OmegaConf.create(job), resolve=True), "sweep": sweep}
 
 
+def ufm_job(*overrides: str) -> UFMJob:
+    """The job of ``compose_ufm(*overrides)``, as ``ncdepth-ufm`` validates it."""
+    return from_node(UFMJob, "", compose_ufm(*overrides)["job"])
+
+
 @pytest.mark.parametrize("experiment", UFM_EXPERIMENTS)
 def test_every_ufm_experiment_composes_and_each_sweep_job_validates(experiment: str) -> None:
-    composed = compose_ufm(f"+experiment={experiment}")
+    composed = compose_ufm(f"+{EXPERIMENT_GROUP}={experiment}")
     assert set(composed["sweep"]) >= {"depth", "weight_decay"}
     depths = [int(value) for value in composed["sweep"]["depth"].split(",")]
     assert depths == [1, 3, 6, 9]
     decays = composed["sweep"]["weight_decay"].split(",")
     for depth in depths:
         for decay in (decays[0], decays[-1]):
-            job = UFMJob.from_config(
-                compose_ufm(f"+experiment={experiment}", f"depth={depth}", f"weight_decay={decay}")["job"]
-            )
+            job = ufm_job(f"+{EXPERIMENT_GROUP}={experiment}", f"depth={depth}", f"weight_decay={decay}")
             assert job.feature_decay == job.weight_decay == float(decay)
 
 
@@ -112,7 +118,7 @@ def test_ncdepth_report_dispatches_a_ufm_sweep(tiny_sweep: Path, tmp_path: Path)
 )
 def test_bad_config_values_raise_naming_the_key(override: str, key: str) -> None:
     with pytest.raises(ValueError, match=key):
-        UFMJob.from_config(compose_ufm(override)["job"])
+        ufm_job(override)
 
 
 def test_bad_input_exits_2_naming_the_key_and_writes_nothing(tmp_path: Path) -> None:
@@ -129,9 +135,7 @@ def test_restarts_keep_the_start_with_the_lowest_objective() -> None:
     """Imbalanced, M = 3, past the minority-collapse threshold: the orthogonal start ends in a
     spurious minimum (every class collapsed), a Gaussian start reaches the closed form."""
     overrides = ["class_sizes=[200,100,50,50]", "depth=3", "weight_decay=2e-2", "feature_decay=2e-2"]
-    job = UFMJob.from_config(
-        compose_ufm(*overrides, "init=[orthogonal,gaussian]", "restarts=2", "iterations=300")["job"]
-    )
+    job = ufm_job(*overrides, "init=[orthogonal,gaussian]", "restarts=2", "iterations=300")
     result, summary = run_job(job)
     starts = summary["starts"]
     assert [(start["init"], start["seed"]) for start in starts] == [
@@ -146,4 +150,4 @@ def test_restarts_keep_the_start_with_the_lowest_objective() -> None:
 
 def test_init_must_name_known_initialisations() -> None:
     with pytest.raises(ValueError, match="init"):
-        UFMJob.from_config(compose_ufm("init=[]")["job"])
+        ufm_job("init=[]")

@@ -14,6 +14,8 @@ Every writer (``ncdepth-train``, ``ncdepth-ufm``, ``ncdepth-kernels``) and every
 ``checkpoints/last.ckpt``   the newest checkpoint; ``previous.ckpt`` the one before it
 ``figures/``                the run's figures
 ``.lock``                   the owner of the directory (``host pid``), held while a process runs
+``kernels.csv``             (``ncdepth-kernels``) tidy rows of :data:`KERNELS_COLUMNS`
+``ufm.csv``, ``ufm.log``    (``ncdepth-ufm``) the tidy trace ``step,metric,value`` and the job's log
 ==========================  ==========================================================================
 
 **Atomic writes.** :func:`atomic_write` writes a temporary file in the same directory, flushes and
@@ -64,6 +66,14 @@ LAST_CHECKPOINT = f"{CHECKPOINT_DIR}/last.ckpt"
 PREVIOUS_CHECKPOINT = f"{CHECKPOINT_DIR}/previous.ckpt"
 FIGURES_DIR = "figures"
 LOCK_FILE = ".lock"
+KERNELS_FILE = "kernels.csv"
+KERNELS_COLUMNS = ("n", "d0", "num_classes", "class_sizes", "seed", "quantity", "metric", "value")
+"""Columns of an ``ncdepth-kernels`` job's ``kernels.csv``; ``class_sizes`` reads like ``"768/1280"``."""
+KERNELS_NC1 = "nc1_trace_ratio"
+"""The ``metric`` of the NC1 rows of ``kernels.csv``."""
+UFM_TRACE_FILE = "ufm.csv"
+UFM_TRACE_COLUMNS = ("step", "metric", "value")
+UFM_LOG = "ufm.log"
 
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
 STATES = (RUNNING, FINISHED, FAILED)

@@ -7,6 +7,10 @@
 
 They need the ``train`` extra (``pip install 'ncdepth[train]'``); importing this package without it
 raises ``ModuleNotFoundError`` naming the missing distributions and that command.
+
+Importing this package applies the thread defaults of :mod:`ncdepth.threads` (``OMP_WAIT_POLICY=PASSIVE``,
+intra-op threads from the CPUs available to the process) unless the user set their own: every entry
+point's module imports this package before torch, which is what lets the wait policy take effect.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import importlib.metadata
 import importlib.resources
 import re
 from pathlib import Path
+
+from ncdepth import threads
 
 CONFIG_PACKAGE = "ncdepth.conf"
 CONFIG_PATH = f"pkg://{CONFIG_PACKAGE}"
@@ -52,3 +58,5 @@ if _missing:
         f"ncdepth's command-line tools need the '{TRAIN_EXTRA}' extra; not installed: "
         f"{', '.join(_missing)}. Install it with: pip install 'ncdepth[{TRAIN_EXTRA}]'"
     )
+
+threads.configure()

@@ -53,7 +53,6 @@ from ncdepth.cli import CONFIG_PATH
 from ncdepth.cli.launcher_checks import slurm_layout_error
 from ncdepth.cli.run_files import log_to_file, save_run_config
 from ncdepth.data import DatasetUnavailableError
-from ncdepth.models.validation import check_int
 from ncdepth.rundir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -72,15 +71,15 @@ from ncdepth.rundir import (
 from ncdepth.training import NCModule, NeuralCollapseCallback
 from ncdepth.training.checkpointing import RunCheckpoint, resumable_checkpoint
 from ncdepth.training.config import (
+    TOP_LEVEL_KEYS,
     AnalysisConfig,
     CheckpointConfig,
     LossConfig,
     OptimizerConfig,
     SchedulerConfig,
-    check_top_level_keys,
-    from_node,
 )
 from ncdepth.training.random_state import RandomStateCheckpoint
+from ncdepth.validation import check_int, check_keys, from_node
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ def build_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, NCModule, pl.
     """Validate ``cfg`` and build the datamodule (set up for ``fit``), the model, the module and
     the trainer writing to ``run_dir``. Raises one of :data:`BUILD_ERRORS` naming the offending
     key; writes no file."""
-    check_top_level_keys(list(cfg.keys()))
+    check_keys("", cfg.keys(), TOP_LEVEL_KEYS)
     check_int("seed", cfg.seed, minimum=0)
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise ValueError(f"ckpt_path must be null or an existing checkpoint file, got {cfg.ckpt_path!r}")
@@ -301,12 +300,10 @@ def _refuse(
 def _trainer_options(node: DictConfig) -> dict[str, Any]:
     """``trainer.*`` as ``pl.Trainer`` keyword arguments; unknown keys and keys the CLI sets itself
     raise ``ValueError``; ``trainer.max_epochs`` must be >= 1."""
-    allowed = sorted(set(inspect.signature(pl.Trainer).parameters) - set(TRAINER_KEYS_SET_BY_CLI))
+    allowed = set(inspect.signature(pl.Trainer).parameters) - set(TRAINER_KEYS_SET_BY_CLI)
     options = OmegaConf.to_container(node, resolve=True)
     assert isinstance(options, dict)
-    for key in options:
-        if key not in allowed:
-            raise ValueError(f"unknown key trainer.{key}; allowed keys of trainer: {allowed}")
+    check_keys("trainer", options, allowed)
     check_int("trainer.max_epochs", options.get("max_epochs"), minimum=1)
     return options
 

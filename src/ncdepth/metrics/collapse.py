@@ -14,19 +14,23 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 from ncdepth.metrics.functional import (
     EMPTY_CLASS_POLICIES,
     check_labels,
+    check_min_class_count,
     metrics_from_statistics,
 )
 from ncdepth.metrics.stats import (
     POOLING,
     Anchors,
     ClassStatistics,
+    PassTwoSums,
+    add_class_sums,
+    check_scatter_fits,
     class_counts,
-    class_sums,
     count_invalid_labels,
     finalize,
     flatten_features,
     make_anchors,
     second_pass,
+    uses_full_scatter,
 )
 from ncdepth.metrics.validation import (
     check_feature_tensor,
@@ -59,10 +63,14 @@ class NeuralCollapse(Metric):
     the device. Shapes, layer names, the classifier layer and the logits are checked at the first
     :meth:`update` that sees them; checks that need values (NaN/Inf features, labels out of range, empty
     classes, pass 2 not matching pass 1) raise ``ValueError`` at :meth:`next_phase` or :meth:`compute`,
-    naming the layer and saying what was seen. Memory per layer is ``O(C d + C^2)``: ``Sigma_W`` is kept only
-    through its projection on the span of the centred class means, which is all that ``Tr(Sigma_W Sigma_B^+)``
-    needs. Layers with ``d < C`` or ``d <= full_covariance_max_dim`` keep the full ``d x d`` within-class
-    scatter instead (see :meth:`within_class_covariance`). Formulas and conventions: ``docs/metrics.md``.
+    naming the layer and saying what was seen. Memory per layer is ``O(C d + min(C, d)^2)``: one float64
+    ``C x d`` array (the class sums in pass 1, then the pass-2 offsets in the same memory) and the pass-1
+    means; ``Sigma_W`` is kept only through its projection on the span of the centred class means (``C x C``),
+    which is all that ``Tr(Sigma_W Sigma_B^+)`` needs, or, for layers with ``d < C`` or
+    ``d <= full_covariance_max_dim``, as the full ``d x d`` within-class scatter (see
+    :meth:`within_class_covariance`). Nothing ``C x C`` is formed when ``C > d``, so ``C`` can be a
+    vocabulary. The torchmetrics defaults of the states are 0-dim (:meth:`reset` re-creates the shapes), so
+    they do not double the memory. Formulas and conventions: ``docs/metrics.md``.
 
     Args:
         num_classes: ``C``.
@@ -78,9 +86,13 @@ class NeuralCollapse(Metric):
         pool: ``"flatten"`` (default) keeps every coordinate of a conv map; ``"avg"`` global-average-pools it
             (``(B, K, H, W) -> (B, K)``). Per-layer pooling: :class:`~ncdepth.metrics.LayerTap`.
         full_covariance_max_dim: keep the full ``d x d`` within-class scatter for layers with ``d`` up to
-            this.
+            this. A ``d x d`` state that would not fit in the device's free memory (with one working copy) is
+            refused at the first update, before it is allocated (``MemoryError``, with the bytes it needs).
         empty_classes: ``"error"`` (default) or ``"nan"``; see :mod:`ncdepth.metrics.functional`.
         rtol: relative eigenvalue cut-off of the pseudo-inverse of ``Sigma_B`` (default ``max(d, C) eps``).
+        min_class_count: classes with fewer samples are left out of ``cdnv``, ``nc2_equiangle`` and
+            ``nc2_maxangle`` (rare tokens); above 1 each layer's result also holds ``pair_classes``, the
+            number of classes kept.
 
     Numerics: with float32 features, per-batch arithmetic is float32 and every sum is float64; the means are
     removed from each sample before squaring (see :mod:`ncdepth.metrics.stats`). If TF32 matmuls are enabled
@@ -125,6 +137,7 @@ class NeuralCollapse(Metric):
         full_covariance_max_dim: int = 0,
         empty_classes: str = "error",
         rtol: float | None = None,
+        min_class_count: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -136,6 +149,7 @@ class NeuralCollapse(Metric):
             raise ValueError(
                 f"empty_classes must be one of {list(EMPTY_CLASS_POLICIES)}, got {empty_classes!r}"
             )
+        check_min_class_count(min_class_count)
         self.num_classes = int(num_classes)
         self.classifier_layer = classifier_layer
         self.classifier_weight = classifier_weight
@@ -144,6 +158,7 @@ class NeuralCollapse(Metric):
         self.full_covariance_max_dim = full_covariance_max_dim
         self.empty_classes = empty_classes
         self.rtol = rtol
+        self.min_class_count = min_class_count
         scalar = torch.zeros((), dtype=torch.float64)
         self.add_state("invalid_labels", scalar.clone(), dist_reduce_fx="sum")
         self.add_state("logit_rows", scalar.clone(), dist_reduce_fx="sum")
@@ -153,8 +168,8 @@ class NeuralCollapse(Metric):
         )
         self._layers: dict[str, int] = {}  # layer name -> d, in first-update order
         self._dtypes: dict[str, torch.dtype] = {}  # layer name -> per-batch working precision
+        self._shapes: dict[str, tuple[int, ...]] = {}  # per-layer state name -> shape
         self._anchors: dict[str, Anchors] = {}
-        self._means: dict[str, Tensor] = {}
         self._counts: Tensor | None = None
         self._phase = 1
 
@@ -171,27 +186,41 @@ class NeuralCollapse(Metric):
     def _state(self, layer: str, kind: str) -> Tensor:
         return getattr(self, f"_{kind}_{list(self._layers).index(layer)}")
 
-    def _add_state(self, layer: str, kind: str, default: Tensor) -> None:
-        self.add_state(f"_{kind}_{len(self._layers) - 1}", default, dist_reduce_fx="sum")
+    def _add_state(self, kind: str, shape: tuple[int, ...], device: torch.device) -> None:
+        """A float64 sum of ``shape``, registered with a 0-dim default (torchmetrics keeps a copy of every
+        default; :meth:`reset` re-creates the shape)."""
+        name = f"_{kind}_{len(self._layers) - 1}"
+        self.add_state(name, torch.zeros((), dtype=torch.float64, device=device), dist_reduce_fx="sum")
+        setattr(self, name, torch.zeros(shape, dtype=torch.float64, device=device))
+        self._shapes[name] = shape
 
     def _full_scatter(self, layer: str) -> bool:
-        dim = self._layers[layer]
-        return dim < self.num_classes or dim <= self.full_covariance_max_dim
+        return uses_full_scatter(self._layers[layer], self.num_classes, self.full_covariance_max_dim)
 
     def _register(self, layer: str, h: Tensor) -> None:
         dim, device = h.shape[1], h.device
         self._layers[layer] = dim
         self._dtypes[layer] = h.dtype
         num_classes = self.num_classes
-        side = dim if self._full_scatter(layer) else num_classes
-        zeros = dict(dtype=torch.float64, device=device)
-        self._add_state(layer, "counts", torch.zeros(num_classes, **zeros))
-        self._add_state(layer, "sums", torch.zeros(num_classes, dim, **zeros))
-        self._add_state(layer, "offsets", torch.zeros(num_classes, dim, **zeros))
-        self._add_state(layer, "within_sq", torch.zeros(num_classes, **zeros))
-        self._add_state(layer, "scatter", torch.zeros(side, side, **zeros))
-        self._add_state(layer, "ncc_correct", torch.zeros(num_classes, **zeros))
-        self._add_state(layer, "nc4_disagreements", torch.zeros((), **zeros))
+        full = self._full_scatter(layer)
+        if full:
+            check_scatter_fits(dim, device, layer)
+        side = dim if full else num_classes
+        self._add_state("counts", (num_classes,), device)
+        self._add_state("sums", (num_classes, dim), device)  # pass 1: class sums; pass 2: offsets
+        self._add_state("within_sq", (num_classes,), device)
+        self._add_state("scatter", (side, side), device)
+        self._add_state("ncc_correct", (num_classes,), device)
+        self._add_state("nc4_disagreements", (), device)
+
+    def _pass_two_sums(self, layer: str) -> PassTwoSums:
+        """The pass-2 states of a layer (added to in place)."""
+        return PassTwoSums(
+            offsets=self._state(layer, "sums"),
+            within_sq=self._state(layer, "within_sq"),
+            scatter=self._state(layer, "scatter"),
+            ncc_correct=self._state(layer, "ncc_correct"),
+        )
 
     # ------------------------------------------------------------------ the two passes
     def update(
@@ -261,9 +290,7 @@ class NeuralCollapse(Metric):
     def _first_pass(self, batch: dict[str, Tensor], labels: Tensor) -> None:
         self.invalid_labels += count_invalid_labels(labels, self.num_classes)
         for name, h in batch.items():
-            counts, sums = class_sums(h, labels, self.num_classes)
-            self._state(name, "counts").add_(counts)
-            self._state(name, "sums").add_(sums)
+            add_class_sums(self._state(name, "counts"), self._state(name, "sums"), h, labels)
 
     def _second_pass(self, batch: dict[str, Tensor], labels: Tensor, logits: Tensor | None) -> None:
         self.second_pass_counts += class_counts(labels, self.num_classes)
@@ -271,13 +298,9 @@ class NeuralCollapse(Metric):
         if logits is not None:
             self.logit_rows += labels.shape[0]
         for name, h in batch.items():
-            result = second_pass(h, labels, self._anchors[name], full_scatter=self._full_scatter(name))
-            self._state(name, "offsets").add_(result.offsets)
-            self._state(name, "within_sq").add_(result.within_sq)
-            self._state(name, "scatter").add_(result.scatter)
-            self._state(name, "ncc_correct").add_(result.ncc_correct)
+            prediction = second_pass(h, labels, self._anchors[name], self._pass_two_sums(name))
             if logits is not None and name == self.classifier_layer:
-                disagreements = (logits.to(h.device).argmax(1) != result.ncc_prediction).sum()
+                disagreements = (logits.to(h.device).argmax(1) != prediction).sum()
                 self._state(name, "nc4_disagreements").add_(disagreements)
 
     def _check_layers(self, batch: Mapping[str, Tensor]) -> None:
@@ -291,7 +314,8 @@ class NeuralCollapse(Metric):
                 raise ValueError(f"layer {name!r} has dimension {h.shape[1]}, expected {self._layers[name]}")
 
     def next_phase(self) -> None:
-        """End pass 1: sum the class counts and sums over processes, check them, and fix the means."""
+        """End pass 1: sum the class counts and sums over processes, check them, and fix the means; the
+        memory of the class sums then holds the pass-2 offsets."""
         if self._phase != 1:
             raise RuntimeError("next_phase() was already called; call reset() to start over")
         if not self._layers:
@@ -313,9 +337,10 @@ class NeuralCollapse(Metric):
                     "empty_classes='nan' to get NaN for the metrics that need every class mean"
                 )
             centres, absent = reference.get(name, (None, None))
-            self._anchors[name] = make_anchors(counts, sums, self._dtypes[name], centres, absent)
-            means = sums / counts[:, None]
-            self._means[name] = means.masked_fill((counts == 0)[:, None], float("nan"))
+            self._anchors[name] = make_anchors(
+                counts, sums, self._dtypes[name], centres, absent, full_scatter=self._full_scatter(name)
+            )
+            self._state(name, "sums").zero_()
             self._counts = counts
         self._phase = 2
 
@@ -349,7 +374,7 @@ class NeuralCollapse(Metric):
         (available after :meth:`next_phase`)."""
         if self._phase != 2:
             raise RuntimeError("class means are fixed by next_phase(); call it first")
-        return dict(self._means)
+        return {name: anchors.means for name, anchors in self._anchors.items()}
 
     def class_counts(self) -> Tensor:
         """``(C,)`` float64 number of samples of each class over all processes (the same for every
@@ -381,14 +406,10 @@ class NeuralCollapse(Metric):
             name: finalize(
                 self._state(name, "counts"),
                 self._anchors[name],
-                self._state(name, "offsets"),
-                self._state(name, "within_sq"),
-                self._state(name, "scatter"),
-                self._state(name, "ncc_correct"),
+                self._pass_two_sums(name),
                 self._state(name, "nc4_disagreements")
                 if with_logits and name == self.classifier_layer
                 else None,
-                full_scatter=self._full_scatter(name),
             )
             for name in self._layers
         }
@@ -403,6 +424,7 @@ class NeuralCollapse(Metric):
                 weight=weight if name == self.classifier_layer else None,
                 rtol=self.rtol,
                 empty_classes=self.empty_classes,
+                min_class_count=self.min_class_count,
                 layer=name,
             )
             for name, stats in self._statistics().items()
@@ -424,8 +446,9 @@ class NeuralCollapse(Metric):
     def reset(self) -> None:
         """Forget all data and return to pass 1 (layers stay registered)."""
         super().reset()
+        for name, shape in self._shapes.items():
+            setattr(self, name, torch.zeros(shape, dtype=torch.float64, device=getattr(self, name).device))
         self._anchors = {}
-        self._means = {}
         self._counts = None
         self._phase = 1
 

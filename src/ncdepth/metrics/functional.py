@@ -38,12 +38,14 @@ from torch import Tensor
 
 from ncdepth.metrics.stats import (
     ClassStatistics,
+    PassTwoSums,
     class_sums,
     count_invalid_labels,
     finalize,
     flatten_features,
     make_anchors,
     second_pass,
+    uses_full_scatter,
 )
 from ncdepth.metrics.validation import (
     ConstantFeaturesWarning,
@@ -96,6 +98,9 @@ _CLASS_MEAN_METRICS = (
     "nc2_etf",
     "nc3",
 )
+_PAIR_METRICS = ("cdnv", "nc2_equiangle", "nc2_maxangle")
+# Classes per side of a block of pairs when C > d: a 1024 x 1024 float64 block is 8 MiB.
+PAIR_BLOCK = 1024
 # Class means closer together than this many working-precision epsilons (relative to their norm) are taken
 # as coinciding: constant features give at most ~1 eps after the float64 refinement of pass 2.
 _COINCIDING_MEANS_EPS = 16.0
@@ -155,14 +160,14 @@ def class_statistics(
     labels = labels.to(device=h.device, dtype=torch.long)
     if logits is not None:
         check_logits(logits, h.shape[0], num_classes)
-    if not bool(torch.isfinite(h).all()):
-        raise ValueError("features contain NaN or Inf")
     invalid = int(count_invalid_labels(labels, num_classes))
     if invalid:
         raise ValueError(f"labels must lie in 0..{num_classes - 1}: {invalid} of {h.shape[0]} lie outside")
-    if full_scatter is None:
-        full_scatter = h.shape[1] < num_classes
     counts, sums = class_sums(h, labels, num_classes)
+    if not bool(torch.isfinite(sums).all()):  # any NaN or Inf feature poisons its class sum
+        raise ValueError("features contain NaN or Inf")
+    if full_scatter is None:
+        full_scatter = uses_full_scatter(h.shape[1], num_classes)
     centres, absent = None, None
     if ncc_centres is not None:
         if ncc_centres.shape != (num_classes, h.shape[1]):
@@ -175,21 +180,13 @@ def class_statistics(
         if bool(absent.all()):
             raise ValueError("ncc_means has no finite row: no class can be predicted")
         centres = torch.nan_to_num(centres)
-    anchors = make_anchors(counts, sums, h.dtype, centres, absent)
-    batch = second_pass(h, labels, anchors, full_scatter=full_scatter)
+    anchors = make_anchors(counts, sums, h.dtype, centres, absent, full_scatter=full_scatter)
+    accumulated = PassTwoSums.zeros(num_classes, h.shape[1], full=full_scatter, device=h.device)
+    prediction = second_pass(h, labels, anchors, accumulated)
     disagreements = None
     if logits is not None:
-        disagreements = (logits.to(h.device).argmax(1) != batch.ncc_prediction).sum().double()
-    return finalize(
-        counts,
-        anchors,
-        batch.offsets,
-        batch.within_sq,
-        batch.scatter,
-        batch.ncc_correct,
-        disagreements,
-        full_scatter=full_scatter,
-    )
+        disagreements = (logits.to(h.device).argmax(1) != prediction).sum().double()
+    return finalize(counts, anchors, accumulated, disagreements)
 
 
 def metrics_from_statistics(
@@ -198,6 +195,7 @@ def metrics_from_statistics(
     weight: Tensor | None = None,
     rtol: float | None = None,
     empty_classes: str = "error",
+    min_class_count: int = 1,
     layer: str | None = None,
 ) -> dict[str, float]:
     """Every metric of ``docs/metrics.md`` for one layer, from its sufficient statistics.
@@ -207,6 +205,9 @@ def metrics_from_statistics(
         weight: the ``(C, d)`` classifier weight; ``nc3`` is included when it is given.
         rtol: relative eigenvalue cut-off of the pseudo-inverse of ``Sigma_B`` (default ``max(d, C) eps``).
         empty_classes: ``"error"`` (a class without samples raises) or ``"nan"``.
+        min_class_count: classes with fewer samples are left out of the pair metrics (``cdnv``,
+            ``nc2_equiangle``, ``nc2_maxangle``); above 1, the result reports ``pair_classes``, the number of
+            classes those metrics are taken over.
         layer: only names the layer in error messages and warnings.
 
     ``nc4`` is included when the statistics hold NCC/network disagreements.
@@ -221,6 +222,7 @@ def metrics_from_statistics(
     """
     if empty_classes not in EMPTY_CLASS_POLICIES:
         raise ValueError(f"empty_classes must be one of {list(EMPTY_CLASS_POLICIES)}, got {empty_classes!r}")
+    check_min_class_count(min_class_count)
     where = f" in layer {layer!r}" if layer is not None else ""
     counts = stats.counts
     total = counts.sum()
@@ -238,11 +240,19 @@ def metrics_from_statistics(
         elif weight.shape[-1] != stats.means.shape[1]:
             _nc3(weight, stats.centred_means)  # raises the shape error
     else:
-        out = _class_mean_metrics(stats, weight=weight, rtol=rtol)
+        out = _class_mean_metrics(stats, weight=weight, rtol=rtol, paired=counts >= min_class_count)
     out["ncc_acc"] = float(stats.ncc_correct.sum() / total)
     if stats.nc4_disagreements is not None:
         out["nc4"] = float(stats.nc4_disagreements / total)
-    return {name: out[name] for name in METRIC_NAMES if name in out}
+    result = {name: out[name] for name in METRIC_NAMES if name in out}
+    if min_class_count > 1:
+        result["pair_classes"] = float((counts >= min_class_count).sum())
+    return result
+
+
+def check_min_class_count(min_class_count: int) -> None:
+    if int(min_class_count) != min_class_count or min_class_count < 1:
+        raise ValueError(f"min_class_count must be an integer >= 1, got {min_class_count}")
 
 
 def _means_coincide(stats: ClassStatistics, where: str) -> bool:
@@ -261,65 +271,142 @@ def _means_coincide(stats: ClassStatistics, where: str) -> bool:
 
 
 def _class_mean_metrics(
-    stats: ClassStatistics, *, weight: Tensor | None, rtol: float | None
+    stats: ClassStatistics, *, weight: Tensor | None, rtol: float | None, paired: Tensor
 ) -> dict[str, float]:
+    """Every metric built on the class means. ``C <= d``: through the ``C x C`` Gram ``G = M~ M~^T``.
+    ``C > d``: nothing ``C x C`` is formed; ``nc1`` and ``nc2_etf`` go through the ``d x d``
+    ``B = M~^T M~`` and the pair metrics through blocks of :data:`PAIR_BLOCK` classes."""
     num_classes, dim = stats.means.shape
     centred = stats.centred_means
-    gram = centred @ centred.T
     variances = stats.within_sq / stats.counts
+    norms_sq = centred.square().sum(1)
     trace_within = stats.within_sq.sum() / stats.counts.sum()
-    trace_between = gram.trace() / num_classes
-
+    trace_between = norms_sq.sum() / num_classes
+    norms = norms_sq.sqrt()
     out = {
-        "nc1": _nc1(gram, stats.projected_scatter / stats.counts.sum(), rtol, dim),
         "nc1_trace_ratio": float(trace_within / trace_between),
-        "cdnv": _cdnv(gram, variances),
+        "nc2_equinorm": float(norms.std() / norms.mean()),
     }
-    out.update(_nc2(gram))
+    if num_classes <= dim:
+        gram = centred @ centred.T
+        eigenvalues, vectors = torch.linalg.eigh(gram)
+        directions = centred.T @ vectors / eigenvalues.clamp(min=torch.finfo(torch.float64).tiny).sqrt()
+        out.update(_pairs_from_gram(gram[paired][:, paired], variances[paired], num_classes))
+        etf = torch.eye(num_classes, dtype=gram.dtype, device=gram.device) - 1.0 / num_classes
+        out["nc2_etf"] = float(torch.linalg.matrix_norm(gram / gram.norm() - etf / etf.norm(), ord="fro"))
+    else:
+        between = centred.T @ centred
+        eigenvalues, directions = torch.linalg.eigh(between)
+        out.update(_pairs_in_blocks(centred[paired], variances[paired], num_classes))
+        out["nc2_etf"] = _etf_from_between(between, norms_sq.sum(), centred.sum(0), num_classes)
+    out["nc1"] = _nc1(eigenvalues, directions, stats, rtol)
     if weight is not None:
         out["nc3"] = _nc3(weight, centred)
     return out
 
 
-def _nc1(gram: Tensor, projected_within: Tensor, rtol: float | None, dim: int) -> float:
-    """``Tr(Sigma_W Sigma_B^+) / C`` from ``G = M~ M~^T`` and ``A = M~ Sigma_W M~^T``.
+def _nc1(eigenvalues: Tensor, directions: Tensor, stats: ClassStatistics, rtol: float | None) -> float:
+    """``Tr(Sigma_W Sigma_B^+) / C = sum_{k: lambda_k > tol} u_k^T Sigma_W u_k / lambda_k``.
 
-    With ``G = V diag(lambda) V^T`` and ``Sigma_B = M~^T M~ / C``:
-    ``Tr(Sigma_W Sigma_B^+) / C = sum_{k: lambda_k > tol} (V^T A V)_kk / lambda_k^2``.
+    ``(lambda_k, u_k)``: the eigenpairs of ``B = M~^T M~ = C Sigma_B`` (``u_k`` the columns of
+    ``directions``, ``d``-vectors), from the smaller of ``B`` and ``G = M~ M~^T``, in float64 from the
+    refined means. ``u^T Sigma_W u`` is read from the full scatter, or from the projected one through the
+    coordinates ``a = T^+ u`` of ``u`` in the basis ``T`` the samples were projected on (``u`` lies in its
+    span up to the float32 rounding of ``T``, which is not amplified by the conditioning of ``Sigma_B``).
     """
-    num_classes = gram.shape[0]
+    num_classes, dim = stats.means.shape
     rtol = max(dim, num_classes) * torch.finfo(torch.float64).eps if rtol is None else rtol
-    eigenvalues, vectors = torch.linalg.eigh(gram)
-    keep = eigenvalues > eigenvalues.max() * rtol
-    if eigenvalues.max() <= 0 or not bool(keep.any()):
+    largest = eigenvalues.max()
+    keep = eigenvalues > largest * rtol
+    if largest <= 0 or not bool(keep.any()):
         return math.nan
-    projected = (vectors * (projected_within @ vectors)).sum(0)
-    return float((projected[keep] / eigenvalues[keep] ** 2).sum())
+    vectors = directions[:, keep]
+    if stats.basis is not None:
+        basis = stats.basis
+        vectors = torch.linalg.solve(basis.T @ basis, basis.T @ vectors)
+    within = (vectors * (stats.scatter @ vectors)).sum(0) / stats.counts.sum()
+    return float((within / eigenvalues[keep]).sum())
 
 
-def _cdnv(gram: Tensor, variances: Tensor) -> float:
-    """Mean over ``c < c'`` of ``(var_c + var_c') / (2 ||mu_c - mu_c'||^2)``."""
-    num_classes = gram.shape[0]
-    norms = gram.diagonal()
-    distances = norms[:, None] + norms[None, :] - 2.0 * gram
-    rows, cols = torch.triu_indices(num_classes, num_classes, 1, device=gram.device)
+def _pairs_from_gram(gram: Tensor, variances: Tensor, num_classes: int) -> dict[str, float]:
+    """``cdnv``, ``nc2_equiangle`` and ``nc2_maxangle`` from the Gram matrix of the classes taken
+    (``C <= d``)."""
+    taken = gram.shape[0]
+    if taken < 2:
+        return dict.fromkeys(_PAIR_METRICS, math.nan)
+    norms_sq = gram.diagonal()
+    distances = norms_sq[:, None] + norms_sq[None, :] - 2.0 * gram
+    rows, cols = torch.triu_indices(taken, taken, 1, device=gram.device)
     ratios = (variances[rows] + variances[cols]) / (2.0 * distances[rows, cols])
-    return float(ratios.mean())
-
-
-def _nc2(gram: Tensor) -> dict[str, float]:
-    """Equinorm, equiangularity, max-angle and distance-to-simplex-ETF of the centred means."""
-    num_classes = gram.shape[0]
-    norms = gram.diagonal().clamp(min=0.0).sqrt()
+    norms = norms_sq.clamp(min=0.0).sqrt()
     cosines = gram / (norms[:, None] * norms[None, :])
-    off_diagonal = cosines[~torch.eye(num_classes, dtype=torch.bool, device=gram.device)]
-    etf = torch.eye(num_classes, dtype=gram.dtype, device=gram.device) - 1.0 / num_classes
+    off_diagonal = cosines[~torch.eye(taken, dtype=torch.bool, device=gram.device)]
     return {
-        "nc2_equinorm": float(norms.std() / norms.mean()),
+        "cdnv": float(ratios.mean()),
         "nc2_equiangle": float(off_diagonal.std()),
         "nc2_maxangle": float((off_diagonal + 1.0 / (num_classes - 1)).abs().mean()),
-        "nc2_etf": float(torch.linalg.matrix_norm(gram / gram.norm() - etf / etf.norm(), ord="fro")),
     }
+
+
+def _pairs_in_blocks(centred: Tensor, variances: Tensor, num_classes: int) -> dict[str, float]:
+    """``cdnv``, ``nc2_equiangle`` and ``nc2_maxangle`` over the unordered pairs of the classes taken
+    (rows of ``centred``), in blocks of :data:`PAIR_BLOCK` x :data:`PAIR_BLOCK` pairs (``C > d``).
+
+    Per block, in float64: the cosines ``cos_ab`` from one product of unit rows,
+    ``||mu_a - mu_b||^2 = ||m_a||^2 + ||m_b||^2 - 2 ||m_a|| ||m_b|| cos_ab``, the sum of the CDNV terms, the
+    sum of ``|cos_ab + 1/(C - 1)|``, and the count, mean and sum of squared deviations of
+    ``cos_ab + 1/(C - 1)``, merged across blocks by Chan et al.'s pairwise update (no ``E[x^2] - E[x]^2``).
+    Each unordered pair stands for two ordered ones: the ordered std (ddof 1) is ``sqrt(2 M2 / (2 m - 1))``
+    over ``m`` pairs.
+    """
+    taken = centred.shape[0]
+    if taken < 2:
+        return dict.fromkeys(_PAIR_METRICS, math.nan)
+    norms_sq = centred.square().sum(1)
+    norms = norms_sq.sqrt()
+    unit = centred / norms[:, None]
+    target = 1.0 / (num_classes - 1)
+    count, mean, squares, ratio_sum, angle_sum = 0, 0.0, 0.0, 0.0, 0.0
+    for start in range(0, taken, PAIR_BLOCK):
+        rows = slice(start, start + PAIR_BLOCK)
+        for other in range(start, taken, PAIR_BLOCK):
+            cols = slice(other, other + PAIR_BLOCK)
+            cosines = unit[rows] @ unit[cols].T
+            norm_a, norm_b = norms[rows, None], norms[None, cols]
+            var_a, var_b = variances[rows, None], variances[None, cols]
+            if other == start:  # a diagonal block: its strict upper triangle
+                upper = torch.triu_indices(*cosines.shape, 1, device=cosines.device)
+                cosines = cosines[upper[0], upper[1]]
+                norm_a, var_a = norm_a[upper[0], 0], var_a[upper[0], 0]
+                norm_b, var_b = norm_b[0, upper[1]], var_b[0, upper[1]]
+            distances = (norm_a * norm_b).mul_(cosines).mul_(-2.0).add_(norm_a.square()).add_(norm_b.square())
+            ratio_sum += float((var_a + var_b).div_(distances).sum()) / 2.0
+            shifted = cosines.add_(target).flatten()  # cos + 1/(C - 1)
+            block_count = shifted.numel()
+            angle_sum += float(torch.linalg.vector_norm(shifted, ord=1))
+            block_mean = float(shifted.sum()) / block_count
+            deviations = shifted.sub_(block_mean)
+            delta = block_mean - mean
+            merged = count + block_count
+            squares += float(torch.dot(deviations, deviations)) + delta * delta * count * block_count / merged
+            mean += delta * block_count / merged
+            count = merged
+    return {
+        "cdnv": ratio_sum / count,
+        "nc2_equiangle": math.sqrt(2.0 * squares / (2 * count - 1)),
+        "nc2_maxangle": angle_sum / count,
+    }
+
+
+def _etf_from_between(between: Tensor, trace: Tensor, column_sum: Tensor, num_classes: int) -> float:
+    """``nc2_etf`` without the ``C x C`` Gram ``G``: with ``E = I - 11^T/C`` (``||E||_F = sqrt(C - 1)``),
+    ``||G/||G||_F - E/||E||_F||_F^2 = 2 - 2 <G, E> / (||G||_F sqrt(C - 1))``, where
+    ``<G, E> = Tr G - ||sum_c (mu_c - mu_G)||^2 / C`` and ``||G||_F = ||M~^T M~||_F`` (``d x d``). The
+    difference of two numbers near 2 gives the value to about ``1e-8`` absolute (the ``C x C`` form, used for
+    ``C <= d``, to about ``1e-15``)."""
+    inner = trace - column_sum.square().sum() / num_classes
+    squared = 2.0 - 2.0 * float(inner) / (float(between.norm()) * math.sqrt(num_classes - 1))
+    return math.sqrt(max(squared, 0.0))
 
 
 def _nc3(weight: Tensor, centred: Tensor) -> float:
@@ -343,6 +430,7 @@ def neural_collapse(
     ncc_means: Tensor | None = None,
     empty_classes: str = "error",
     rtol: float | None = None,
+    min_class_count: int = 1,
 ) -> dict[str, float]:
     """Every metric of ``docs/metrics.md`` for one layer, keyed by name, in :data:`METRIC_NAMES` order.
 
@@ -360,6 +448,9 @@ def neural_collapse(
             ``features``. NaN rows mark classes absent from the train split (never predicted).
         empty_classes: ``"error"`` (default: a class without samples raises) or ``"nan"``.
         rtol: relative eigenvalue cut-off of the pseudo-inverse of ``Sigma_B`` (default ``max(d, C) eps``).
+        min_class_count: classes with fewer samples are left out of ``cdnv``, ``nc2_equiangle`` and
+            ``nc2_maxangle`` (e.g. rare tokens); above 1 the result also holds ``pair_classes``, the number of
+            classes kept.
 
     Returns:
         ``{name: value}`` with ``nc1``, ``nc1_trace_ratio``, ``cdnv``, ``ncc_acc``, ``nc2_equinorm``,
@@ -395,7 +486,9 @@ def neural_collapse(
     if logits is None and weight is not None:
         logits = classifier_logits(features, weight, bias)
     stats = class_statistics(features, labels, num_classes, logits=logits, ncc_centres=ncc_means)
-    return metrics_from_statistics(stats, weight=weight, rtol=rtol, empty_classes=empty_classes)
+    return metrics_from_statistics(
+        stats, weight=weight, rtol=rtol, empty_classes=empty_classes, min_class_count=min_class_count
+    )
 
 
 def classifier_logits(features: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -4,36 +4,57 @@ Notation (``docs/metrics.md``): ``h_i`` is the embedding of sample ``i`` (flatte
 ``y_i`` its label in ``0..C-1``, ``N_c`` the class count, ``mu_c`` the class mean, ``mu_G`` the
 sample-weighted global mean and ``M~`` the ``C x d`` matrix whose rows are the centred means ``mu_c - mu_G``.
 
-Pass 1 sums ``N_c`` and ``S_c = sum_{y_i=c} h_i``. Pass 2, with the pass-1 means fixed, sums
+Pass 1 sums ``N_c`` and ``S_c = sum_{y_i=c} h_i`` in float64, straight into the running sums (no per-batch
+``C x d`` array). Pass 2, with the pass-1 means ``m_c`` fixed (``hi_c``: ``m_c`` rounded to the working
+precision), sums
 
-* ``R_c = sum_{y_i=c} (h_i - m_c)`` with ``m_c`` the pass-1 mean rounded to the working precision, which
-  refines the mean to ``mu_c = m_c + R_c / N_c`` (exact, whatever the rounding of pass 1),
+* ``R_c = sum_{y_i=c} (h_i - hi_c)``, which refines the mean to ``mu_c = hi_c + R_c / N_c`` (exact, whatever
+  the rounding of ``hi_c``),
 * ``Q_c = sum_{y_i=c} ||h_i - mu_c||^2``                 (so ``var_c = Q_c / N_c``),
-* ``P   = sum_i z_i z_i^T``, ``z_i = M~ (h_i - mu_{y_i})``  (``= N M~ Sigma_W M~^T``, C x C), or, for layers
-  with few dimensions, the full scatter ``sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T`` (d x d),
+* the within-class scatter, in one of two forms:
+
+  - **projected** (``d >= C``): ``P = sum_i z_i z_i^T`` (``C x C``), ``z_i = T^T (h_i - mu_{y_i})`` with ``T``
+    an *orthonormal* basis (``d x C``, working precision) of the span of the pass-1 centred means, so
+    ``P = N T^T Sigma_W T``. Rounding ``z_i`` is relative to the sample's residual ``||h_i - hi_c||``,
+    whatever the conditioning of the class means;
+  - **full** (``d < C``, or ``d <= full_covariance_max_dim``): ``sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T``
+    (``d x d``, ``= N Sigma_W``);
+
 * the number of samples whose nearest class centre is their own label, and (for the classifier layer)
   the number whose network prediction differs from the nearest-class-centre prediction.
 
 Everything is summed in float64, so the statistics of disjoint shards add up (DDP: ``dist_reduce_fx="sum"``).
+Memory per layer: ``C x d`` sums plus a ``min(C, d)``-square scatter; no ``C x C`` object when ``C > d``.
 
 **Centring without cancellation.** Per-batch work runs in the input's precision (float32 for float32,
-bfloat16 and float16 inputs; float64 for float64). Pass 2 centres each sample on ``m_c``; ``h - m_c`` is
-exact in float32 when ``h`` is near ``m_c`` (Sterbenz), so everything pass 2 squares is small and exact. With
-``r_c = R_c / N_c = mu_c - m_c`` the offset is removed once, in float64, at the end:
+bfloat16 and float16 inputs; float64 for float64). Pass 2 centres each sample on ``hi_c``; ``h - hi_c`` is
+exact in float32 when ``h`` is near ``hi_c`` (Sterbenz), so everything pass 2 squares is small and exact.
+With ``r_c = R_c / N_c = mu_c - hi_c`` the offset is removed once, in float64, at the end:
 
-    sum_{y_i=c} ||h_i - mu_c||^2 = sum_{y_i=c} ||h_i - m_c||^2 - N_c ||r_c||^2,
+    sum_{y_i=c} ||h_i - mu_c||^2 = sum_{y_i=c} ||h_i - hi_c||^2 - N_c ||r_c||^2,
 
 and likewise for the scatters. No ``E||h||^2 - ||mu||^2`` appears anywhere.
+
+**Nearest class centre.** With centres ``nu_k`` (the class means, or the train split's) and ``o`` the
+global mean in the working precision,
+``argmin_k ||h - nu_k||^2 = argmin_k ||nu_k - o||^2 - 2 (h - o).(nu_k - o)``.
+The projected path takes ``(h - o).(nu_k - o) = (h - hi_y).(nu_k - o) + (hi_y - o).(nu_k - o)``: the first
+term from the batch's projections, the second from a ``C x C`` float64 table. The full path (``C > d``) takes
+the ``B x d x C`` product of ``h - o`` with the centres directly, in blocks of :data:`NCC_BLOCK_ELEMENTS`
+scores, keeping a running minimum: nothing of size ``C x C`` or ``B x C`` is formed.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 POOLING = ("flatten", "avg")
+# The full-path NCC scores are formed in blocks of at most this many (B x block) entries: 16 MiB of float32.
+NCC_BLOCK_ELEMENTS = 2**22
 
 
 def work_dtype(x: Tensor) -> torch.dtype:
@@ -59,16 +80,27 @@ def flatten_features(features: Tensor, pool: str = "flatten") -> Tensor:
     return h.to(work_dtype(h))
 
 
-def class_sums(h: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
-    """Pass 1 of one batch: float64 class counts ``N_c`` ``(C,)`` and class sums ``S_c`` ``(C, d)``.
+def add_class_sums(counts: Tensor, sums: Tensor, h: Tensor, labels: Tensor) -> None:
+    """Pass 1 of one batch, in place: ``counts`` ``(C,)`` += ``N_c``, ``sums`` ``(C, d)`` += ``S_c``, float64.
 
-    Labels outside ``0..C-1`` are ignored here (they are counted by :func:`count_invalid_labels`).
+    Labels outside ``0..C-1`` are left out (they are counted by :func:`count_invalid_labels`). The batch is
+    converted to float64 (``B x d``) and added row by row, so nothing of size ``C x d`` is formed per batch.
+    A NaN or Inf feature makes its class sum non-finite, which is how non-finite features are detected.
     """
+    num_classes = counts.shape[0]
     valid = (labels >= 0) & (labels < num_classes)
-    index = torch.where(valid, labels, num_classes)  # invalid labels land in a discarded extra row
-    sums = torch.zeros(num_classes + 1, h.shape[1], dtype=h.dtype, device=h.device)
-    sums.index_add_(0, index, h)
-    return class_counts(labels, num_classes), sums[:num_classes].double()
+    index = labels.clamp(0, num_classes - 1)
+    rows = h.to(torch.float64, copy=True).mul_(valid[:, None])
+    sums.index_add_(0, index, rows)
+    counts.index_add_(0, index, valid.to(torch.float64))
+
+
+def class_sums(h: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Pass 1 over all of ``h``: float64 class counts ``N_c`` ``(C,)`` and class sums ``S_c`` ``(C, d)``."""
+    counts = torch.zeros(num_classes, dtype=torch.float64, device=h.device)
+    sums = torch.zeros(num_classes, h.shape[1], dtype=torch.float64, device=h.device)
+    add_class_sums(counts, sums, h, labels)
+    return counts, sums
 
 
 def class_counts(labels: Tensor, num_classes: int) -> Tensor:
@@ -83,25 +115,76 @@ def count_invalid_labels(labels: Tensor, num_classes: int) -> Tensor:
     return ((labels < 0) | (labels >= num_classes)).sum().double()
 
 
+def uses_full_scatter(dim: int, num_classes: int, full_covariance_max_dim: int = 0) -> bool:
+    """Whether a layer keeps the full ``d x d`` scatter: ``d < C`` (it is then the smaller of the two), or
+    ``d <= full_covariance_max_dim``."""
+    return dim < num_classes or dim <= full_covariance_max_dim
+
+
+def available_bytes(device: torch.device) -> int:
+    """Free memory on ``device``: ``torch.cuda.mem_get_info`` on GPU, ``MemAvailable`` on Linux CPUs."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_scatter_fits(dim: int, device: torch.device, layer: str) -> None:
+    """Refuse, before allocating, a full ``d x d`` float64 scatter that does not fit: it needs ``8 d^2`` bytes
+    for the state and as much again for the work of ``compute()``."""
+    needed = 2 * 8 * dim * dim
+    free = available_bytes(device)
+    if needed > free:
+        raise MemoryError(
+            f"layer {layer!r}: the full d x d within-class scatter (d = {dim}) needs {needed:,} bytes "
+            f"({needed / 2**30:.1f} GiB: the float64 state and one working copy) but only {free:,} bytes are "
+            f"available on {device}; set full_covariance_max_dim below {dim}"
+        )
+
+
 @dataclass(frozen=True)
 class Anchors:
     """What pass 2 needs of the pass-1 means of one layer, precomputed once.
 
-    ``hi``: ``(C, d)`` pass-1 means ``m_c`` in the working precision (the centre of every sample in pass 2).
-    ``directions``: ``(d, C + K)`` in the working precision, columns ``mu_c - mu_G`` followed by
-    ``nu_k - mu_G`` for the ``K`` NCC centres ``nu`` (none when the NCC centres are the class means).
-    ``centre_gap``: ``(C, K)`` float64, ``||hi_a - nu_k||^2`` — the NCC distance of a sample sitting at
-    ``hi_a``; ``+inf`` in the columns of NCC centres that belong to empty classes (never predicted).
+    ``means``: ``(C, d)`` float64 pass-1 means ``m_c`` (NaN rows for empty classes); each sample is centred
+    on ``hi_y``, its class's row rounded to the working precision ``dtype``.
+    ``origin``: ``(d,)`` ``o``, the global mean in the working precision.
+    ``basis``: projected path only, ``(d, C)`` orthonormal basis ``T`` of the centred means, in the working
+    precision.
+    ``directions``: the ``d x K`` matrix the centred batch is multiplied by. Projected path: ``T``, followed
+    by the ``K`` NCC centres ``nu_k - o`` when they are not the class means; full path: the centres
+    ``nu_k - o`` (multiplied by ``h - o``).
+    ``centre_table``: projected path: ``(C, K)`` float64 ``||hi_a - nu_k||^2``; full path: ``(K,)``
+    ``||nu_k - o||^2`` in the working precision. ``+inf`` for centres never predicted (empty classes).
+    ``coefficients``: projected path with the class means as centres: ``(C, K)`` float64 coordinates of
+    ``nu_k - o`` in ``T`` (so ``(h - hi_y).(nu_k - o) = z.coefficients_k``).
     """
 
-    hi: Tensor
+    means: Tensor
+    dtype: torch.dtype
+    origin: Tensor
+    basis: Tensor | None
     directions: Tensor
-    centre_gap: Tensor
-    own_centres: bool
+    centre_table: Tensor
+    coefficients: Tensor | None
 
     @property
     def num_classes(self) -> int:
-        return self.hi.shape[0]
+        return self.means.shape[0]
+
+    @property
+    def full(self) -> bool:
+        return self.basis is None
+
+    def centres_of(self, labels: Tensor) -> Tensor:
+        """``hi_y`` for each label, ``(B, d)`` in the working precision."""
+        return self.means.index_select(0, labels).to(self.dtype)
 
 
 def make_anchors(
@@ -110,99 +193,145 @@ def make_anchors(
     dtype: torch.dtype,
     ncc_centres: Tensor | None = None,
     ncc_absent: Tensor | None = None,
+    *,
+    full_scatter: bool,
 ) -> Anchors:
-    """Build pass-2 anchors from global counts and sums.
+    """Build pass-2 anchors from global float64 counts and sums.
 
     ``ncc_centres`` (``(K, d)`` float64, e.g. the train split's class means for the test split) replaces the
     class means as nearest-class centres; by default the class means themselves are the centres.
     """
     empty = counts == 0
-    means = sums / counts.clamp(min=1)[:, None]
-    global_mean = sums.sum(0) / counts.sum().clamp(min=1)
-    hi = means.to(dtype)
-    centred = (means - global_mean).masked_fill(empty[:, None], 0.0)
-    if ncc_centres is None:
-        own, absent = True, empty
-        columns = [centred]
-        gap = _squared_distances(hi.double() - global_mean, centred)
+    means = (sums / counts.clamp(min=1)[:, None]).masked_fill(empty[:, None], float("nan"))
+    origin = (sums.sum(0) / counts.sum().clamp(min=1)).to(dtype)
+    o64 = origin.double()
+    own = ncc_centres is None
+    if own:
+        absent = empty
+        centres = (means - o64).masked_fill(empty[:, None], 0.0)
     else:
-        own = False
         absent = ncc_absent if ncc_absent is not None else torch.zeros_like(empty)
-        other = (ncc_centres.to(sums) - global_mean).masked_fill(absent[:, None], 0.0)
-        columns = [centred, other]
-        gap = _squared_distances(hi.double() - global_mean, other)
-    directions = torch.cat(columns, 0).T.to(dtype).contiguous()
-    gap = gap.masked_fill(absent[None, :], float("inf"))
-    return Anchors(hi=hi, directions=directions, centre_gap=gap, own_centres=own)
-
-
-def _squared_distances(a: Tensor, b: Tensor) -> Tensor:
-    """``||a_i - b_j||^2`` for rows of ``a`` and ``b`` (both already centred, so the Gram form is safe)."""
-    return ((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T).clamp(min=0.0)
+        centres = (ncc_centres.to(sums) - o64).masked_fill(absent[:, None], 0.0)
+    centres = centres.to(dtype)  # nu_k - o as the batch sees it
+    if full_scatter:
+        table = centres.double().square().sum(1).masked_fill(absent, float("inf")).to(dtype)
+        directions = centres.T.contiguous()
+        return Anchors(means, dtype, origin, None, directions, table, None)
+    centred = (means - o64).masked_fill(empty[:, None], 0.0)
+    basis = torch.linalg.qr(centred.T).Q.to(dtype)  # orthonormal, d x C
+    shifted = means.to(dtype).double().nan_to_num() - o64  # hi_a - o
+    nu = centres.double()
+    table = (shifted.square().sum(1)[:, None] + nu.square().sum(1) - 2.0 * shifted @ nu.T).clamp(min=0.0)
+    table = table.masked_fill(absent[None, :], float("inf"))
+    if own:
+        b64 = basis.double()
+        coefficients = torch.linalg.solve(b64.T @ b64, b64.T @ nu.T)
+        return Anchors(means, dtype, origin, basis, basis, table, coefficients)
+    directions = torch.cat([basis, centres.T], 1).contiguous()
+    return Anchors(means, dtype, origin, basis, directions, table, None)
 
 
 @dataclass(frozen=True)
-class SecondPass:
-    """Pass-2 contributions of one batch (all float64, all summable across batches and processes)."""
+class PassTwoSums:
+    """The float64 running sums of pass 2 of one layer (added to in place by :func:`second_pass`).
 
-    offsets: Tensor  # (C, d) sum (h - hi_y) per class
-    within_sq: Tensor  # (C,)  sum ||h - hi_y||^2 per class (offset not yet removed)
-    scatter: Tensor  # (C, C) sum z z^T with z = M~ (h - hi_y), or (d, d) sum of (h-hi_y)(h-hi_y)^T
-    ncc_correct: Tensor  # (C,)  samples of class c whose nearest centre is c
-    ncc_prediction: Tensor  # (B,) int64, the nearest centre of each sample
+    ``offsets`` ``(C, d)``: ``sum (h - hi_y)`` per class; ``within_sq`` ``(C,)``: ``sum ||h - hi_y||^2`` per
+    class (offset not yet removed); ``scatter``: ``(C, C)`` ``sum z z^T`` (projected) or ``(d, d)``
+    ``sum (h - hi_y)(h - hi_y)^T`` (full); ``ncc_correct`` ``(C,)``: samples of class ``c`` whose nearest
+    centre is ``c``.
+    """
+
+    offsets: Tensor
+    within_sq: Tensor
+    scatter: Tensor
+    ncc_correct: Tensor
+
+    @classmethod
+    def zeros(cls, num_classes: int, dim: int, *, full: bool, device: torch.device) -> PassTwoSums:
+        side = dim if full else num_classes
+        options = dict(dtype=torch.float64, device=device)
+        return cls(
+            torch.zeros(num_classes, dim, **options),
+            torch.zeros(num_classes, **options),
+            torch.zeros(side, side, **options),
+            torch.zeros(num_classes, **options),
+        )
 
 
-def second_pass(h: Tensor, labels: Tensor, anchors: Anchors, *, full_scatter: bool) -> SecondPass:
-    """Pass 2 of one batch: one GEMM of the centred batch against the centred means gives both the
-    projections ``z_i`` and the NCC distances
+def second_pass(h: Tensor, labels: Tensor, anchors: Anchors, sums: PassTwoSums) -> Tensor:
+    """Pass 2 of one batch: add its contributions to ``sums`` and return the ``(B,)`` int64 nearest-centre
+    prediction of each sample (see the module docstring for the NCC scores).
 
-        ||h_i - nu_k||^2 = ||h_i - hi_y||^2 + 2 (h_i - hi_y) . (hi_y - nu_k) + ||hi_y - nu_k||^2,
-
-    where ``(h_i - hi_y) . (hi_y - nu_k) = z_{i,y} - z'_{i,k}`` up to the float32 rounding of the means.
-    The first term and ``z_{i,y}`` do not depend on ``k``, so the nearest centre is the ``k`` that
-    minimises ``||hi_y - nu_k||^2 - 2 z'_{i,k}``.
+    Work per batch: the ``B x d x C`` product (projected: ``z = (h - hi_y) T``; full: ``(h - o)`` times the
+    centres, in blocks) plus ``O(B d)`` (projected) or ``O(B d^2)`` (full, ``d < C``) more; nothing scales
+    with ``C x d``.
     """
     num_classes = anchors.num_classes
     index = labels.clamp(0, num_classes - 1)  # out-of-range labels were rejected after pass 1
-    centres = anchors.hi.index_select(0, index)
-    diff = torch.sub(h, centres, out=centres)
-    sq = torch.linalg.vector_norm(diff, dim=1).double().square()
-    projections = (diff @ anchors.directions).double()
-    own = projections[:, :num_classes]
-    to_centres = own if anchors.own_centres else projections[:, num_classes:]
-
-    prediction = torch.add(anchors.centre_gap[index], to_centres, alpha=-2.0).argmin(1)
-
-    offsets = torch.zeros_like(anchors.hi).index_add_(0, index, diff).double()
-    zeros = torch.zeros(num_classes, dtype=torch.float64, device=h.device)
-    within_sq = zeros.index_add(0, index, sq)
-    ncc_correct = zeros.index_add(0, index, (prediction == labels).double())
-    if full_scatter:
-        d64 = diff.double()
-        scatter = d64.T @ d64
+    diff = torch.sub(h, anchors.centres_of(index))
+    d64 = diff.double()
+    sums.offsets.index_add_(0, index, d64)
+    sums.within_sq.index_add_(0, index, d64.square().sum(1))
+    if anchors.full:
+        sums.scatter.addmm_(d64.T, d64)
+        prediction = _nearest_centres(h - anchors.origin, anchors.directions, anchors.centre_table)
     else:
-        scatter = own.T @ own
-    return SecondPass(offsets, within_sq, scatter, ncc_correct, prediction)
+        projections = (diff @ anchors.directions).double()
+        own = projections[:, :num_classes]
+        sums.scatter.addmm_(own.T, own)
+        to_centres = (
+            own @ anchors.coefficients if anchors.coefficients is not None else projections[:, num_classes:]
+        )
+        prediction = torch.add(anchors.centre_table[index], to_centres, alpha=-2.0).argmin(1)
+    sums.ncc_correct.index_add_(0, index, (prediction == labels).to(torch.float64))
+    return prediction
+
+
+def _nearest_centres(shifted: Tensor, centres: Tensor, squared_norms: Tensor) -> Tensor:
+    """``argmin_k ||c_k||^2 - 2 x.c_k`` for each row ``x`` of ``shifted`` (``(B, d)``) and column ``c_k`` of
+    ``centres`` (``(d, K)``), over blocks of columns (first index on ties)."""
+    rows, total = shifted.shape[0], centres.shape[1]
+    block = max(1, NCC_BLOCK_ELEMENTS // max(rows, 1))
+    best_value = best_index = None
+    for start in range(0, total, block):
+        scores = torch.addmm(
+            squared_norms[start : start + block], shifted, centres[:, start : start + block], alpha=-2.0
+        )
+        index = scores.argmin(1)
+        value = scores.gather(1, index[:, None])[:, 0]
+        if best_value is None:
+            best_value, best_index = value, index
+        else:
+            better = value < best_value
+            best_value = torch.where(better, value, best_value)
+            best_index = torch.where(better, index + start, best_index)
+    return best_index
 
 
 @dataclass(frozen=True)
 class ClassStatistics:
     """Final float64 statistics of one layer: everything the metrics of ``docs/metrics.md`` are functions of.
 
-    ``within_sq[c] = sum_{y_i=c} ||h_i - mu_c||^2``; ``projected_scatter = N M~ Sigma_W M~^T`` (C x C);
-    ``full_scatter = N Sigma_W`` (d x d) when it was accumulated; ``ncc_correct`` per class;
-    ``nc4_disagreements`` (a 0-dim tensor) when logits were given for this layer; ``resolution`` the machine
-    epsilon of the per-batch working precision (to tell coinciding class means from rounding).
+    ``within_sq[c] = sum_{y_i=c} ||h_i - mu_c||^2``; ``scatter``: ``N T^T Sigma_W T`` (``C x C``) with
+    ``basis = T`` (``d x C``, the working-precision basis as float64), or ``N Sigma_W`` (``d x d``) when
+    ``basis`` is ``None``; ``ncc_correct`` per class; ``nc4_disagreements`` (a 0-dim tensor) when logits were
+    given for this layer; ``resolution`` the machine epsilon of the per-batch working precision (to tell
+    coinciding class means from rounding).
     """
 
     counts: Tensor
     means: Tensor
     within_sq: Tensor
-    projected_scatter: Tensor
-    full_scatter: Tensor | None
+    scatter: Tensor
+    basis: Tensor | None
     ncc_correct: Tensor
     nc4_disagreements: Tensor | None
     resolution: float = torch.finfo(torch.float64).eps
+
+    @property
+    def full_scatter(self) -> Tensor | None:
+        """``N Sigma_W`` (``d x d``) when it was accumulated, else ``None``."""
+        return self.scatter if self.basis is None else None
 
     @property
     def global_mean(self) -> Tensor:
@@ -216,41 +345,32 @@ class ClassStatistics:
 
 
 def finalize(
-    counts: Tensor,
-    anchors: Anchors,
-    offsets: Tensor,
-    within_sq: Tensor,
-    scatter: Tensor,
-    ncc_correct: Tensor,
-    nc4_disagreements: Tensor | None,
-    *,
-    full_scatter: bool,
+    counts: Tensor, anchors: Anchors, sums: PassTwoSums, nc4_disagreements: Tensor | None
 ) -> ClassStatistics:
-    """Move the pass-2 sums from the centres ``m_c`` to the exact means (see the module docstring).
+    """Move the pass-2 sums from the centres ``hi_c`` to the exact means (see the module docstring).
 
-    With ``r_c = R_c / N_c`` and ``l_c = P^T r_c`` (``P`` the projection directions):
-    ``mu_c = m_c + r_c``, ``Q_c = Q'_c - N_c ||r_c||^2``, ``P = P' - sum_c N_c l_c l_c^T``,
-    full ``S = S' - sum_c N_c r_c r_c^T``. Empty classes get NaN means.
+    With ``r_c = R_c / N_c``: ``mu_c = hi_c + r_c``, ``Q_c = Q'_c - N_c ||r_c||^2``; full
+    ``S = S' - sum_c N_c r_c r_c^T``; projected, with ``l_c = T^T r_c``, ``P = P' - sum_c N_c l_c l_c^T``.
+    Empty classes get NaN means.
     """
     empty = counts == 0
-    shift = offsets / counts.clamp(min=1)[:, None]
-    means = (anchors.hi.double() + shift).masked_fill(empty[:, None], float("nan"))
-    within_sq = within_sq - counts * (shift * shift).sum(1)
-    directions = anchors.directions[:, : counts.shape[0]].double()
-    full = None
-    if full_scatter:
-        full = scatter - (shift * counts[:, None]).T @ shift
-        projected = directions.T @ full @ directions
+    shift = (sums.offsets / counts.clamp(min=1)[:, None]).masked_fill(empty[:, None], 0.0)
+    means = (anchors.means.to(anchors.dtype).double() + shift).masked_fill(empty[:, None], float("nan"))
+    within_sq = sums.within_sq - counts * shift.square().sum(1)
+    weighted = shift * counts[:, None]
+    if anchors.full:
+        basis = None
+        scatter = sums.scatter - weighted.T @ shift
     else:
-        remainder = shift @ directions
-        projected = scatter - (remainder * counts[:, None]).T @ remainder
+        basis = anchors.basis.double()
+        scatter = sums.scatter - (weighted @ basis).T @ (shift @ basis)
     return ClassStatistics(
         counts=counts,
         means=means,
         within_sq=within_sq.clamp(min=0.0),
-        projected_scatter=projected,
-        full_scatter=full,
-        ncc_correct=ncc_correct,
+        scatter=scatter,
+        basis=basis,
+        ncc_correct=sums.ncc_correct,
         nc4_disagreements=nc4_disagreements,
-        resolution=torch.finfo(anchors.hi.dtype).eps,
+        resolution=torch.finfo(anchors.dtype).eps,
     )

@@ -33,7 +33,7 @@ from itertools import pairwise
 
 from torch import Tensor, nn
 
-from ncdepth.models.validation import check_bool, check_choice, check_int, check_int_list
+from ncdepth.validation import check_bool, check_choice, check_int, check_int_list
 
 EMBEDDINGS = ("post", "pre")
 HEAD_INPUT_LAYER = "features"

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ncdepth.models.base import LayeredNet, block_layer_names
 from ncdepth.models.blocks import ConvBNReLU
-from ncdepth.models.validation import check_bool, check_int
+from ncdepth.validation import check_bool, check_int
 
 STEM_COUNT = 2
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ncdepth.models.base import LayeredNet
-from ncdepth.models.validation import check_choice, check_int, check_number
+from ncdepth.validation import check_choice, check_int, check_number
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "erf": torch.erf,

@@ -9,7 +9,7 @@ from itertools import pairwise
 from torch import Tensor, nn
 
 from ncdepth.models.base import LayeredNet, block_layer_names
-from ncdepth.models.validation import check_bool, check_int
+from ncdepth.validation import check_bool, check_int
 
 
 class DenseBlock(nn.Module):

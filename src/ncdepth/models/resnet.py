@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from ncdepth.models.base import LayeredNet, block_layer_names
-from ncdepth.models.validation import check_choice, check_int, check_int_list
+from ncdepth.validation import check_choice, check_int, check_int_list
 
 RESNET_PRESETS: dict[str, tuple[int, ...]] = {
     "resnet18": (2, 2, 2, 2),

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ncdepth.models.base import LayeredNet, block_layer_names
 from ncdepth.models.blocks import ConvBNReLU
-from ncdepth.models.validation import check_bool, check_choice
+from ncdepth.validation import check_bool, check_choice
 
 POOL = "M"
 VGG_PRESETS: dict[str, tuple[int | str, ...]] = {

@@ -1,9 +1,10 @@
 """Aggregate a sweep of ``ncdepth-kernels`` jobs: one tidy table and Kothapalli & Tirer's figures.
 
 Each job writes ``kernels.csv`` into its run directory (a directory holding ``.hydra/config.yaml``)
-with the columns :data:`KERNELS_COLUMNS`. A run without a readable ``kernels.csv`` is *failed*
-(listed with its reason in ``kernels_runs.csv``, never fatal). The figures, from the
-``nc1_trace_ratio`` rows, averaged over seeds (mean and one standard deviation, ddof=1):
+with the columns :data:`ncdepth.rundir.KERNELS_COLUMNS`. A run without a readable
+``kernels.csv`` is *failed* (listed with its reason in ``kernels_runs.csv``, never fatal). The
+figures, from the ``nc1_trace_ratio`` rows, averaged over seeds (mean and one standard deviation,
+ddof=1):
 
 * ``kernels_nc1_vs_d0``: ``log10 NC1`` against ``d0`` for balanced class sizes, one panel per
   ``(num_classes, n)``, one curve per quantity (data, NNGP, NTK, adaptive kernel, trained net);
@@ -29,15 +30,10 @@ from matplotlib.figure import Figure
 
 from ncdepth.report.collect import find_run_dirs
 from ncdepth.report.figures import FIGURE_SUFFIXES, PANEL_SIZE, NothingToPlot, seed_mean
-from ncdepth.rundir import CONFIG_FILE, HYDRA_CONFIG_FILE
+from ncdepth.rundir import CONFIG_FILE, HYDRA_CONFIG_FILE, KERNELS_COLUMNS, KERNELS_FILE, KERNELS_NC1
 
 log = logging.getLogger(__name__)
 
-KERNELS_FILE = "kernels.csv"
-SWEPT_COLUMNS = ("n", "d0", "num_classes", "class_sizes", "seed")
-KERNELS_COLUMNS = (*SWEPT_COLUMNS, "quantity", "metric", "value")
-"""Columns of a job's ``kernels.csv``; ``class_sizes`` reads like ``"768/1280"``."""
-NC1 = "nc1_trace_ratio"
 DATA = "data"
 ADAPTIVE = "adaptive"
 QUANTITY_ORDER = ("data", "nngp_relu", "ntk_relu", "nngp_erf", "ntk_erf", "adaptive", "fcn_init", "fcn")
@@ -88,7 +84,7 @@ def plotted_nc1(table: pd.DataFrame) -> pd.DataFrame:
     """The ``nc1_trace_ratio`` rows of ``table``, less the adaptive kernels that did not converge."""
     record = table[(table["quantity"] == ADAPTIVE) & (table["metric"] == "converged")]
     unconverged = record.loc[record["value"].astype(float) < 1.0, "run"]
-    rows = table[table["metric"] == NC1]
+    rows = table[table["metric"] == KERNELS_NC1]
     return rows[~((rows["quantity"] == ADAPTIVE) & rows["run"].isin(unconverged))]
 
 
@@ -166,7 +162,7 @@ def write_kernel_report(sweep_dir: Path, out_dir: Path) -> list[Path]:
         log.warning("pyarrow is not installed: no %s.parquet (pip install 'ncdepth[report]')", TABLE_STEM)
     for failed in runs[runs["status"] == "failed"].itertuples():
         log.warning("run %s failed: %s", failed.run, failed.reason)
-    dropped = (table["metric"] == NC1).sum() - len(plotted_nc1(table))
+    dropped = (table["metric"] == KERNELS_NC1).sum() - len(plotted_nc1(table))
     if dropped:
         log.warning("%d adaptive kernels did not converge: left out of the figures", dropped)
     figures_dir = out / FIGURES_SUBDIR

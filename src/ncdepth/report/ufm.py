@@ -30,10 +30,8 @@ from omegaconf import OmegaConf
 
 from ncdepth.report.collect import find_run_dirs
 from ncdepth.report.figures import FIGURE_SUFFIXES
-from ncdepth.rundir import CONFIG_FILE, SUMMARY_FILE
+from ncdepth.rundir import CONFIG_FILE, SUMMARY_FILE, UFM_LOG, UFM_TRACE_FILE
 
-TRACE_FILE = "ufm.csv"
-RUN_LOG = "ufm.log"
 REPORT_FILE = "ufm_report.csv"
 FIGURE_STEM = "ufm_distance"
 FIGURES_SUBDIR = "figures"
@@ -44,7 +42,7 @@ DEPTH_COLOURS = colormaps["viridis"]
 
 def is_ufm_sweep(sweep_dir: str | Path) -> bool:
     """Whether ``sweep_dir`` holds at least one ``ufm.csv`` (an ``ncdepth-ufm`` run or sweep)."""
-    return next(Path(sweep_dir).rglob(TRACE_FILE), None) is not None
+    return next(Path(sweep_dir).rglob(UFM_TRACE_FILE), None) is not None
 
 
 def write_ufm_report(sweep_dir: Path, out_dir: Path) -> list[Path]:
@@ -60,9 +58,9 @@ def write_ufm_report(sweep_dir: Path, out_dir: Path) -> list[Path]:
     pd.DataFrame(rows).to_csv(table_path, index=False)
     written = [table_path]
     traces = {
-        row["run"]: (row["depth"], pd.read_csv(run / TRACE_FILE))
+        row["run"]: (row["depth"], pd.read_csv(run / UFM_TRACE_FILE))
         for run, row in zip(runs, rows, strict=True)
-        if row["status"] == "finished" and (run / TRACE_FILE).is_file()
+        if row["status"] == "finished" and (run / UFM_TRACE_FILE).is_file()
     }
     figure = distance_figure(traces)
     if figure is not None:
@@ -136,7 +134,7 @@ def distance_figure(traces: dict[str, tuple[int, pd.DataFrame]]) -> Figure | Non
 
 def _failure_reason(run_dir: Path, error: Exception) -> str:
     """The last non-empty line of the run's ``ufm.log``, else why ``summary.json`` is unreadable."""
-    log = run_dir / RUN_LOG
+    log = run_dir / UFM_LOG
     lines = [line for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
     return lines[-1].strip() if lines else f"{SUMMARY_FILE}: {type(error).__name__}: {error}"
 

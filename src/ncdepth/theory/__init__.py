@@ -1,4 +1,5 @@
-"""Theory beside the trained networks, depending on :mod:`ncdepth.metrics` only.
+"""Theory beside the trained networks, depending on :mod:`ncdepth.metrics` (and, for the kernels job's
+two-layer net, :class:`ncdepth.models.FCN2`).
 
 * :mod:`ncdepth.theory.kernels` — NNGP and NTK of two-layer nets, kernel NC1;
 * :mod:`ncdepth.theory.adaptive` — the adaptive (equation-of-state) kernel of a two-layer erf net;
@@ -9,5 +10,10 @@
 * :mod:`ncdepth.theory.geometry` — distances of ``W W^T``, ``Hbar^T Hbar``, ``W Hbar`` to those
   frames, the ``W``-``Hbar`` alignment and the minority-collapse ratios.
 * :mod:`ncdepth.theory.bound` — Galanti, Galanti & Ben-Shaul's comparative generalization bound
-  from effective depths, estimated over seeds.
+  from effective depths, estimated over seeds;
+* :mod:`ncdepth.theory.kernels_job` (settings: :mod:`ncdepth.theory.kernels_job_config`) — one
+  ``ncdepth-kernels`` job: NC1 of the data, the limiting and adaptive kernels and a trained two-layer
+  net, into ``kernels.csv``;
+* :mod:`ncdepth.theory.ufm_job` (settings: :mod:`ncdepth.theory.ufm_job_config`) — one
+  ``ncdepth-ufm`` job: the UFM optimised beside its closed form, into ``ufm.csv``.
 """

@@ -2,19 +2,17 @@
 
 Each dataclass checks its fields in ``__post_init__`` and raises a ``ValueError`` that names the
 config key (``optimizer.lr``, ``nc.every_n_epochs``, ...) and the allowed values, so a wrong
-value fails at start-up, before anything is written. :func:`from_node` builds one from a Hydra
-node and rejects keys the dataclass does not know.
+value fails at start-up, before anything is written. :func:`ncdepth.validation.from_node` builds
+one from its Hydra node (``from_node(LossConfig, "loss", cfg.loss)``) and rejects keys the
+dataclass does not know; keys left out take the defaults.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Real
-from typing import Any, TypeVar
 
-from ncdepth.models.validation import check_bool, check_choice, check_int, check_number
+from ncdepth.validation import check_bool, check_choice, check_int, check_number
 
 LOSSES = ("ce", "mse")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -164,35 +162,8 @@ class CheckpointConfig:
         check_number("checkpoint.every_minutes", self.every_minutes, minimum=0.0, inclusive=True)
 
 
-Settings = TypeVar("Settings", LossConfig, OptimizerConfig, SchedulerConfig, AnalysisConfig, CheckpointConfig)
-
-
-def from_node(settings_type: type[Settings], key: str, node: Mapping[str, Any]) -> Settings:
-    """Build ``settings_type`` from the config node at ``key``; unknown keys raise ``ValueError``."""
-    allowed = [f.name for f in dataclasses.fields(settings_type)]
-    unknown = sorted(set(node) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown key {key}.{unknown[0]}; allowed keys of {key}: {allowed}")
-    values = {name: _plain(value) for name, value in node.items()}
-    return settings_type(**values)
-
-
-def check_top_level_keys(keys: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming the first top-level config key not in :data:`TOP_LEVEL_KEYS`."""
-    unknown = sorted(set(keys) - set(TOP_LEVEL_KEYS))
-    if unknown:
-        raise ValueError(f"unknown top-level config key {unknown[0]!r}; allowed: {sorted(TOP_LEVEL_KEYS)}")
-
-
 def _in_unit_interval(value: object) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and 0.0 <= value < 1.0
-
-
-def _plain(value: Any) -> Any:
-    """OmegaConf lists become tuples so the frozen dataclasses hold plain, hashable values."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return tuple(value)
-    return value
 
 
 __all__ = [
@@ -201,6 +172,4 @@ __all__ = [
     "LossConfig",
     "OptimizerConfig",
     "SchedulerConfig",
-    "check_top_level_keys",
-    "from_node",
 ]
