@@ -13,6 +13,16 @@ import itertools
 import torch
 from torch import Tensor
 
+CLASS_MEAN_METRICS = (  # the metrics of the class means alone (not nc3, nc4, ncc_acc)
+    "nc1",
+    "nc1_trace_ratio",
+    "cdnv",
+    "nc2_equinorm",
+    "nc2_equiangle",
+    "nc2_maxangle",
+    "nc2_etf",
+)
+
 
 def reference_neural_collapse(
     features: Tensor,

@@ -12,17 +12,7 @@ from torch import Tensor
 
 from ncdepth.metrics import METRIC_NAMES, NeuralCollapse, effective_depth
 from ncdepth.metrics import functional as F
-from reference_nc import reference_neural_collapse
-
-CLASS_MEAN_METRICS = (
-    "nc1",
-    "nc1_trace_ratio",
-    "cdnv",
-    "nc2_equinorm",
-    "nc2_equiangle",
-    "nc2_maxangle",
-    "nc2_etf",
-)
+from reference_nc import CLASS_MEAN_METRICS, reference_neural_collapse
 
 
 def clustered(

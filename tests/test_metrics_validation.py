@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ncdepth.metrics import ConstantFeaturesWarning, NeuralCollapse
 from ncdepth.metrics import functional as F
+from reference_nc import CLASS_MEAN_METRICS
 
 C = 4
 
@@ -198,15 +199,6 @@ def test_pass_1_labels_out_of_range_give_the_count() -> None:
 
 
 # --------------------------------------------------------------------------- constant features
-CLASS_MEAN_METRICS = (
-    "nc1",
-    "nc1_trace_ratio",
-    "cdnv",
-    "nc2_equinorm",
-    "nc2_equiangle",
-    "nc2_maxangle",
-    "nc2_etf",
-)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
