@@ -31,6 +31,12 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "bound": {"data.extra_label_noise": [None, 0.05, 0.1, 0.2, 0.3, 0.5], "seed": [0, 1, 2, 3, 4]},
     "bound_quick": {"data.extra_label_noise": [None, 0.1, 0.3, 0.5], "seed": [0, 1, 2]},
 }
+REPRODUCTION_GRIDS: dict[str, dict[str, list[Any]]] = {  # scripts/reproduce.sh, docs/reproductions.md
+    "repro_label_noise": {"data.label_noise": [0.0, 0.1, 0.2, 0.3, 0.5], "seed": [0, 1, 2, 3, 4]},
+    "repro_depth": {"model.depth": [2, 4, 8, 12], "seed": [0, 1, 2]},
+    "repro_terminal_phase": {"seed": [0, 1, 2]},
+    "repro_bound": {"data.extra_label_noise": [None, 0.1, 0.3, 0.5], "seed": list(range(10))},
+}
 PAPER_CONV = {  # Galanti et al. (2023): CONV-L-400 on CIFAR-10
     "data.dataset": "cifar10",
     "data.batch_size": 128,
@@ -88,6 +94,20 @@ def test_experiment_composes_to_its_grid(name: str) -> None:
         assert cfg.model.width == 400 or "model.width" in grid
 
 
+@pytest.mark.parametrize("name", sorted(REPRODUCTION_GRIDS))
+def test_reproduction_sweeps_are_cpu_sized_on_embedded_data(name: str) -> None:
+    cfg = composed(name)
+    assert sweep_grid(cfg) == REPRODUCTION_GRIDS[name]
+    assert cfg.data.dataset in EMBEDDED and cfg.trainer.accelerator == "cpu"
+
+
+def test_reproduce_script_runs_every_reproduction_sweep() -> None:
+    script = (Path(__file__).parents[1] / "scripts" / "reproduce.sh").read_text()
+    names = {path.stem for path in (CONFIG_DIR / "experiment").glob("repro_*.yaml")}
+    assert names >= set(REPRODUCTION_GRIDS)
+    assert all(f"experiment {name}\n" in script for name in names)
+
+
 def test_conv_depth_sweep_is_conv_l_400() -> None:
     cfg = composed("conv_depth_sweep")
     assert cfg.model._target_ == "ncdepth.models.ConvNet" and cfg.model.width == 400
@@ -115,6 +135,6 @@ def test_quick_bound_sweep_trains_and_reports(tiny_bound_sweep: tuple[Path, str]
     assert (bound["pairs"] == 2).all() and (bound["m"] == 100).all()
     assert ((bound["test_error_mean"] >= 0) & (bound["test_error_mean"] <= 1)).all()
     assert (bound["bound"] >= bound["probability"] + 0.5).all()
-    for name in ("generalization_bound", "ncc_train_accuracy_by_depth", "last_layer_collapse"):
+    for name in ("generalization_bound", "ncc_train_error_by_extra_label_noise", "last_layer_collapse"):
         for suffix in (".png", ".pdf"):
             assert (report / "figures" / f"{name}{suffix}").stat().st_size > 0

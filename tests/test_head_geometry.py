@@ -1,5 +1,6 @@
-"""``ncdepth.training.head_geometry``: zero distance at the UFM optimum, the product of the maps
-after each head layer, and the callback's ``geom_*`` rows in a real deep-linear-head run."""
+"""``ncdepth.training.head_geometry``: zero distance at the UFM optimum, per-class norms at the
+classifier's input, the product of the maps after each head layer, and the callback's ``geom_*``
+rows in a real deep-linear-head run."""
 
 from __future__ import annotations
 
@@ -56,6 +57,19 @@ def test_general_orthogonal_frame_has_zero_distance_at_the_closed_form() -> None
     # a different decay predicts a different frame: the distance is no longer zero
     other = layer_geometry(weight, class_means, counts, depth, run_objective(depth, 1e-3))
     assert other["geom_wwt"] > 1e-2
+
+
+def test_the_classifier_input_gets_every_class_norm_beside_the_closed_form() -> None:
+    weight, class_means, reference = closed_form_head(1, 1e-2)
+    counts = torch.tensor(SIZES, dtype=torch.float64)
+    values = layer_geometry(weight, class_means, counts, 1, run_objective(1, 1e-2))
+    norms = weight.norm(dim=1)
+    for k in range(len(SIZES)):
+        assert abs(values[f"w_norm_ratio@{k}"] - norms[k] / norms[0]) < 1e-12  # class 0: the majority
+        assert abs(values[f"w_norm_ratio@{k}"] - values[f"w_norm_ratio_pred@{k}"]) < 1e-10
+        assert abs(values[f"h_norm_ratio@{k}"] - values[f"h_norm_ratio_pred@{k}"]) < 1e-10
+    deeper = layer_geometry(*closed_form_head(2, 1e-2)[:2], counts, 2, run_objective(2, 1e-2))
+    assert not any("@" in name for name in deeper)  # per class only where the mapping is exact
 
 
 def test_no_prediction_without_a_coupled_decay_or_with_a_bias() -> None:
@@ -128,6 +142,11 @@ def test_callback_logs_the_head_geometry_of_a_trained_network(tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(run_dir / "metrics.csv")
+    per_class = table[table["metric"].str.contains("_norm_ratio")]
+    assert set(per_class["layer"]) == {"linear2"}  # the classifier's input
+    assert set(per_class["metric"]) == {
+        f"{norm}_norm_ratio{suffix}@{k}" for norm in "wh" for suffix in ("", "_pred") for k in range(10)
+    }
     geometry = table[table["metric"].str.startswith(("geom_", "minority_"))]
     assert set(geometry["split"]) == {"train"} and set(geometry["epoch"]) == {0, 2}
     assert set(geometry["layer"]) == {"layer1", "linear1", "linear2"}

@@ -48,8 +48,15 @@ def compose_kernels(*overrides: str, hydra: bool = False) -> DictConfig:
         return compose(config_name="kernels", overrides=list(overrides), return_hydra_config=hydra)
 
 
-def test_the_four_kernel_experiments_exist() -> None:
-    assert EXPERIMENTS == ["balanced", "balanced_quick", "imbalanced", "imbalanced_quick"]
+def test_the_kernel_experiments_exist() -> None:
+    assert EXPERIMENTS == [
+        "balanced",
+        "balanced_quick",
+        "imbalanced",
+        "imbalanced_quick",
+        "repro_balanced",
+        "repro_imbalanced",
+    ]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -8,17 +8,29 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from ncdepth.cli.report import main
-from ncdepth.report import collect_sweep, parse_overrides, runs_table, tidy_table
+from ncdepth.report import collect_sweep, draw_figure, parse_overrides, runs_table, tidy_table
 from ncdepth.report.collect import log_error
-from ncdepth.report.figures import seed_mean
+from ncdepth.report.figures import minority_collapse, training_figures
+from ncdepth.report.style import (
+    FLOOR_MARGIN,
+    THRESHOLD_COLOUR,
+    NothingToPlot,
+    seed_mean,
+    value_axis,
+    zero_floor,
+)
+from ncdepth.training.results import ncc_train_error_figure
 
 NCDEPTH_REPORT = Path(sys.executable).parent / "ncdepth-report"
 DEPTHS = (2, 4)
@@ -32,11 +44,12 @@ KILLED_JOB = "9"
 FAILED_JOB = "10"
 OOM_KILL = "slurmstepd: error: Detected 1 oom_kill event in StepId=1000_9.0."
 FIGURES = (
-    "ncc_train_accuracy_by_depth",
-    "final_accuracy_and_cdnv_per_layer",
-    "effective_depth",
+    "ncc_train_error_by_depth_and_label_noise",
+    "final_ncc_error_and_cdnv_per_layer",
+    "effective_depth_by_depth_and_label_noise",
     "last_layer_collapse",
 )
+MINORITY_FIGURE = "minority_collapse"  # skipped: no deep linear head
 
 
 def ncc_accuracy(layer: int, depth: int, epoch: int, noise: float, seed: int) -> float:
@@ -218,6 +231,7 @@ def test_cli_writes_tables_and_every_figure(sweep: tuple[Path, int], tmp_path: P
     for name in FIGURES:
         for suffix in (".png", ".pdf"):
             assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000
+    assert f"skipped figure {MINORITY_FIGURE}: no run logged per-class norms" in printed
 
 
 def test_figures_needing_a_swept_key_are_skipped_with_a_note(tmp_path: Path, capsys) -> None:
@@ -225,19 +239,19 @@ def test_figures_needing_a_swept_key_are_skipped_with_a_note(tmp_path: Path, cap
     write_run(tmp_path / "sweep" / "1", 3, 0.0, 1, ["seed=1"])
     assert main([str(tmp_path / "sweep"), "--format", "csv"]) == 0
     printed = capsys.readouterr().out
-    assert "skipped figure effective_depth: the sweep varies neither data.label_noise nor model.depth" in (
-        printed
-    )
+    assert "skipped figure effective_depth: the sweep varies no numeric key (besides the seed)" in printed
     out = tmp_path / "sweep" / "report"
     assert (out / "report.csv").exists() and not (out / "report.parquet").exists()
     assert (out / "figures" / "last_layer_collapse.pdf").exists()
 
 
-def test_seed_mean_is_mean_and_sample_std_over_replicates() -> None:
+def test_seed_mean_is_mean_sample_std_and_t_interval_over_replicates() -> None:
     frame = pd.DataFrame({"depth": [2, 2, 2, 4], "value": [1.0, 2.0, 6.0, 5.0]})
     stats = seed_mean(frame, ["depth"]).set_index("depth")
-    assert stats.loc[2, "mean"] == 3.0 and stats.loc[2, "std"] == pytest.approx(np.std([1, 2, 6], ddof=1))
-    assert stats.loc[4, "count"] == 1 and np.isnan(stats.loc[4, "std"])
+    std = np.std([1, 2, 6], ddof=1)
+    assert stats.loc[2, "mean"] == 3.0 and stats.loc[2, "std"] == pytest.approx(std)
+    assert stats.loc[2, "ci95"] == pytest.approx(4.302653 * std / np.sqrt(3))  # t(0.975, 2 dof)
+    assert stats.loc[4, "count"] == 1 and np.isnan(stats.loc[4, "std"]) and np.isnan(stats.loc[4, "ci95"])
 
 
 def test_overrides_are_typed_by_hydras_grammar() -> None:
@@ -270,3 +284,170 @@ def test_cli_rejects_an_unknown_table_format(sweep: tuple[Path, int], capsys) ->
     assert exit_info.value.code == 2
     assert "--format must be a comma-separated subset of ['csv', 'parquet']" in capsys.readouterr().err
     assert not (sweep_dir / "report").exists()
+
+
+# -- the figures, read through their matplotlib objects ------------------------------------------
+
+
+@pytest.fixture
+def figures(sweep: tuple[Path, int]) -> dict[str, Callable[[], Figure]]:
+    collected = collect_sweep(sweep[0])
+    return training_figures(tidy_table(collected), runs_table(collected), collected.grouping_keys)
+
+
+def panels(figure: Figure) -> list[Axes]:
+    """The visible data panels of ``figure`` (no colourbar)."""
+    return [ax for ax in figure.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+
+
+def thresholds(ax: Axes) -> list[float]:
+    return sorted(line.get_ydata()[0] for line in ax.get_lines() if line.get_color() == THRESHOLD_COLOUR)
+
+
+def legend_texts(figure: Figure) -> list[str]:
+    return [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+
+
+def integer_ticks(ticks: np.ndarray) -> bool:
+    return all(float(tick).is_integer() for tick in ticks)
+
+
+def test_figure_names_follow_the_swept_keys(figures: dict[str, Callable[[], Figure]]) -> None:
+    assert list(figures) == [*FIGURES[:4], MINORITY_FIGURE]
+    with pytest.raises(NothingToPlot, match="no run logged per-class norms"):
+        figures[MINORITY_FIGURE]()
+
+
+def test_ncc_train_error_is_on_a_log_axis_with_the_thresholds(
+    figures: dict[str, Callable[[], Figure]],
+) -> None:
+    figure = figures["ncc_train_error_by_depth_and_label_noise"]()
+    titles = [ax.get_title() for ax in panels(figure)]
+    assert titles == [f"label noise p = {noise:g}, depth L = {depth}" for noise in NOISES for depth in DEPTHS]
+    for ax in panels(figure):
+        assert ax.get_yscale() == "log" and thresholds(ax) == list(EPS)
+        assert integer_ticks(ax.get_xticks())
+    ax = panels(figure)[0]  # depth 2 without noise: layer 2 reaches an error of 0, drawn at the floor
+    floor = ax.get_ylim()[0] * FLOOR_MARGIN
+    assert (
+        np.log10(floor).is_integer() and floor < min(EPS) and ax.yaxis.get_major_formatter()(floor, 0) == "0"
+    )
+    assert min(min(line.get_ydata()) for line in ax.get_lines()) == pytest.approx(floor)
+    colourbar = next(ax for ax in figure.axes if ax.get_label() == "<colorbar>")
+    assert list(colourbar.get_yticks()) == [1, 2, 3, 4]
+    assert legend_texts(figure) == ["ε: effective-depth thresholds", "band: mean ± 1 std over 2–3 seeds"]
+    assert figure.get_suptitle()
+
+
+def test_effective_depth_has_integer_ticks_a_labelled_interval_and_notes_in_titles(
+    figures: dict[str, Callable[[], Figure]],
+) -> None:
+    figure = figures["effective_depth_by_depth_and_label_noise"]()
+    axes = panels(figure)
+    assert len(axes) == 2 * len(EPS)  # one row per swept key, one column per ε
+    for ax in axes:
+        assert integer_ticks(ax.get_yticks()) and not ax.texts  # no note inside the axes
+    assert [ax.get_xlabel() for ax in axes[:: len(EPS)]] == ["depth L", "label noise p"]
+    assert [tick.get_text() for tick in axes[0].get_xticklabels()] == ["2", "4"]
+    assert [tick.get_text() for tick in axes[-1].get_xticklabels()] == ["0", "0.2"]
+    # eps = 0.01: every run with label noise 0.2 never reaches it (a train error of at least 0.06)
+    assert axes[0].get_title() == "ε = 0.01\n4 of 8 runs never reach ε (left out)"
+    assert legend_texts(figure) == [
+        "label noise p = 0",
+        "label noise p = 0.2",
+        "depth L = 2",
+        "depth L = 4",
+        "95 % t-interval of the mean over 2 seeds",
+    ]
+
+
+def test_last_layer_collapse_is_logarithmic_with_one_entry_per_swept_value(
+    figures: dict[str, Callable[[], Figure]],
+) -> None:
+    figure = figures["last_layer_collapse"]()
+    assert [ax.get_title() for ax in panels(figure)] == ["NC1", "NC2 (distance to the ETF)", "NC3", "NC4"]
+    assert all(ax.get_yscale() == "log" for ax in panels(figure))
+    assert legend_texts(figure) == [
+        *(f"depth L = {depth}, label noise p = {noise:g}" for depth in DEPTHS for noise in NOISES),
+        "band: mean ± 1 std over 2–3 seeds",
+    ]
+
+
+def minority_table() -> pd.DataFrame:
+    """Two finished imbalanced runs per weight decay (seeds 0, 1) with three classes, the last a
+    minority: per-class norm ratios at the classifier's input, measured and predicted."""
+    rows = []
+    for decay in (1e-4, 1e-3):
+        for seed in (0, 1):
+            for k, (measured, predicted) in enumerate(((1.0, 1.0), (1.0, 1.0), (0.5 + 0.1 * seed, 0.25))):
+                for norm in ("w", "h"):
+                    for metric, value in (
+                        (f"{norm}_norm_ratio@{k}", measured),
+                        (f"{norm}_norm_ratio_pred@{k}", predicted),
+                    ):
+                        rows.append((decay, f"{decay}-{seed}", 10, "train", "linear2", 2, metric, value))
+    columns = ["optimizer.weight_decay", "run", "epoch", "split", "layer", "layer_index", "metric", "value"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def test_minority_collapse_sets_every_class_beside_the_prediction() -> None:
+    figure = minority_collapse(minority_table(), ["optimizer.weight_decay"])
+    classifier, means = panels(figure)
+    assert [classifier.get_title(), means.get_title()] == ["classifier rows ‖w_k‖", "class means ‖h̄_k‖"]
+    assert [tick.get_text() for tick in classifier.get_xticklabels()] == ["0", "1", "2"]
+    measured = [line for line in classifier.get_lines() if line.get_marker() == "o"]
+    predicted = [line for line in classifier.get_lines() if line.get_marker() == "D"]
+    assert len(measured) == len(predicted) == 2  # one of each per weight decay
+    assert list(measured[0].get_ydata()) == pytest.approx([1.0, 1.0, 0.55])  # the mean over seeds
+    assert list(predicted[0].get_ydata()) == [1.0, 1.0, 0.25] and predicted[0].get_linestyle() == "--"
+    assert legend_texts(figure) == [
+        "weight decay = 0.0001",
+        "weight decay = 0.001",
+        "measured (mean)",
+        "95 % t-interval of the mean over 2 seeds",
+        "UFM optimum (closed_form)",
+    ]
+    balanced = minority_table().assign(metric="nc1")
+    with pytest.raises(NothingToPlot, match="no run logged per-class norms"):
+        minority_collapse(balanced, ["optimizer.weight_decay"])
+
+
+def test_zero_floor_is_a_power_of_ten_below_every_positive_value() -> None:
+    assert zero_floor([0.0, 0.004, 0.1]) == 1e-3
+    assert zero_floor([0.0, 0.0011]) == 1e-4
+    assert zero_floor([0.5, np.nan]) is None
+
+
+def test_value_axis_spaces_uneven_values_evenly() -> None:
+    ax = Figure().subplots()
+    assert value_axis(ax, [0.0, 5e-3, 5e-4, 0.0]) == {0.0: 0.0, 5e-4: 1.0, 5e-3: 2.0}
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["0", "0.0005", "0.005"]
+    assert value_axis(ax, [2, 6, 4]) == {2: 2.0, 4: 4.0, 6: 6.0}
+
+
+def test_draw_figure_writes_one_named_figure(sweep: tuple[Path, int], tmp_path: Path) -> None:
+    paths = draw_figure(sweep[0], "last_layer_collapse", tmp_path / "gallery")
+    assert paths == [
+        tmp_path / "gallery" / "last_layer_collapse.png",
+        tmp_path / "gallery" / "last_layer_collapse.pdf",
+    ]
+    assert all(path.stat().st_size > 1000 for path in paths)
+    with pytest.raises(KeyError, match="its figures: ncc_train_error_by_depth_and_label_noise, "):
+        draw_figure(sweep[0], "ncc_train_accuracy_by_depth", tmp_path / "gallery")
+
+
+def test_run_figure_names_the_run_and_draws_the_thresholds(tmp_path: Path) -> None:
+    write_run(tmp_path / "run", 3, 0.2, 1, [])
+    config = {
+        "model": {"_target_": "ncdepth.models.MLP", "depth": 3, "width": 64, "depth_linear": 0},
+        "data": {"dataset": "digits", "label_noise": 0.2},
+        "seed": 1,
+    }
+    figure = ncc_train_error_figure(pd.read_csv(tmp_path / "run" / "metrics.csv"), EPS, config)
+    (ax,) = panels(figure)
+    assert (
+        figure.get_suptitle()
+        == "NCC train error per layer\nMLP, depth 3, width 64, digits, label noise 0.2, seed 1"
+    )
+    assert ax.get_yscale() == "log" and thresholds(ax) == list(EPS) and integer_ticks(ax.get_xticks())
+    assert len(ax.get_lines()) == 3 + len(EPS)  # one line per layer

@@ -236,7 +236,7 @@ def test_callback_writes_consistent_per_layer_metrics(tmp_path: Path) -> None:
     assert summary["accuracy"] == callback.last_accuracy
     assert summary["timings"]["analyses"] == 3 and summary["timings"]["train_epochs"] == 4
     assert summary["config"] == {"seed": 0}
-    assert (tmp_path / "figures" / "ncc_train_acc.png").stat().st_size > 0
+    assert (tmp_path / "figures" / "ncc_train_error.png").stat().st_size > 0
     logged = pd.read_csv(next((tmp_path / "logs").rglob("metrics.csv")))
     assert "nc/train/layer3/nc1" in logged.columns and "timing/analysis_s" in logged.columns
     # the module's epoch totals: the last validation saw the final weights, as the last analysis did

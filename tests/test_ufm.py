@@ -242,6 +242,7 @@ def test_bad_arguments_raise_naming_the_argument(kwargs: dict, argument: str) ->
         ({"loss": "hinge"}, "loss"),
         ({"method": "adam"}, "method"),
         ({"steps": 0}, "steps"),
+        ({"start": optimize((5, 5), 2, 1e-3, 1e-3, steps=1)}, "start"),
     ],
 )
 def test_bad_optimiser_arguments_raise_naming_the_argument(kwargs: dict, argument: str) -> None:

@@ -5,14 +5,15 @@
 
 Writes ``report.csv`` and/or ``report.parquet`` (every measured number of every run, the swept
 values as columns), ``runs.csv`` (one row per job of the sweep, from its ``multirun.yaml``: status,
-reason, swept values, effective depths, final accuracies) and ``figures/*.png|pdf``, and prints the
-count of jobs per status and one line per job (:mod:`ncdepth.report.collect`). A bound sweep
+reason, swept values, effective depths, final accuracies) and ``figures/*.png|pdf`` (named after the
+swept keys, :mod:`ncdepth.report.figures`; one of them alone: :func:`ncdepth.report.draw_figure`), and
+prints the count of jobs per status and one line per job (:mod:`ncdepth.report.collect`). A bound sweep
 (``ncdepth/conf/experiment/bound*.yaml``, varying ``data.extra_label_noise``) also gets ``bound.csv`` and
 ``figures/generalization_bound.png|pdf`` (:mod:`ncdepth.report.bound`). A sweep of ``ncdepth-kernels``
 runs gets the kernel tables and figures instead (:mod:`ncdepth.report.kernels`), one of ``ncdepth-ufm``
-runs the UFM table and figure (:mod:`ncdepth.report.ufm`). Jobs that failed, are running, were
-interrupted or never started are listed, never fatal; a figure the sweep cannot support is skipped
-with a note. Exits 2 when ``SWEEP_DIR`` does not exist or holds neither a ``multirun.yaml`` that
+runs the UFM table, summary (printed) and figure (:mod:`ncdepth.report.ufm`). Jobs that failed,
+are running, were interrupted or never started are listed, never fatal; a figure the sweep cannot
+support is skipped with a note. Exits 2 when ``SWEEP_DIR`` does not exist or holds neither a ``multirun.yaml`` that
 expands nor a run directory.
 """
 
@@ -35,8 +36,8 @@ from ncdepth.report.bound import (
     is_bound_sweep,
 )
 from ncdepth.report.collect import Sweep
-from ncdepth.report.figures import FIGURE_SUFFIXES, NothingToPlot
 from ncdepth.report.kernels import is_kernel_sweep, write_kernel_report
+from ncdepth.report.style import NothingToPlot, save_figure
 from ncdepth.report.tables import TABLE_FORMATS, parse_formats
 from ncdepth.report.ufm import is_ufm_sweep, write_ufm_report
 
@@ -75,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if theory_report is not None:
             for path in theory_report(args.sweep_dir, out):
+                if path.suffix == ".txt":  # a theory report's summary
+                    print(path.read_text(), end="")
                 print(f"wrote {path}")
             return 0
         sweep = collect_sweep(args.sweep_dir)
@@ -123,10 +126,7 @@ def write_bound(sweep: Sweep, runs: pd.DataFrame, out: Path, alpha: float | None
         return []
     written = [out / BOUND_FILE]
     table.to_csv(written[0], index=False)
-    figure = bound_figure(table)
-    for suffix in FIGURE_SUFFIXES:
-        written.append(out / FIGURES_SUBDIR / f"{BOUND_FIGURE}{suffix}")
-        figure.savefig(written[-1], dpi=120)
+    written += save_figure(bound_figure(table), out / FIGURES_SUBDIR, BOUND_FIGURE)
     others = [column for column in table.columns if column not in RESULT_COLUMNS]
     shown = ["eps", "p", "pairs", "probability", "bound", "bound_upper", "test_error_mean", "test_error_std"]
     print("generalization bound (ncdepth.theory.bound; delta dropped):")

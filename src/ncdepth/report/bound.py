@@ -16,14 +16,15 @@ from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from ncdepth.report.collect import SEED_KEY, Sweep
-from ncdepth.report.figures import (
-    EFFECTIVE_DEPTH_PREFIX,
+from ncdepth.report.figures import EFFECTIVE_DEPTH_PREFIX
+from ncdepth.report.style import (
     NothingToPlot,
+    format_value,
     group_colour,
     key_values_label,
+    spread_handle,
     subplots,
 )
 from ncdepth.theory.bound import estimate_bound
@@ -113,35 +114,41 @@ def bound_table(sweep: Sweep, runs: pd.DataFrame, alpha: float | None = None) ->
 def bound_figure(table: pd.DataFrame) -> Figure:
     """The bound (frequency: solid; Clopper-Pearson upper limit: dashed) vs ``p``, one panel per
     ``eps`` (columns) and per combination of the other grouping keys (rows), beside the ``S1``
-    networks' test error (mean, one-std band) and the probability term (dotted)."""
+    networks' test error (mean, band of one std over the seed pairs) and the probability term
+    (dotted)."""
     others = [column for column in table.columns if column not in RESULT_COLUMNS]
     groups = _groups(table, others)
     eps_values = sorted(table["eps"].unique())
+    p_values = sorted(table["p"].unique())
     figure, axes = subplots(len(groups), len(eps_values), sharey=True)
+    bound_colour, test_colour = group_colour(0, 2), group_colour(1, 2)
     for i, (group_values, group) in enumerate(groups):
         for j, eps in enumerate(eps_values):
             ax = axes[i, j]
             curve = group[group["eps"] == eps].sort_values("p")
-            colour = group_colour(0, 2)
-            ax.plot(curve["p"], curve["bound"], marker="o", color=colour, label="bound")
-            ax.plot(curve["p"], curve["bound_upper"], ls="--", color=colour, label="bound (95% upper)")
-            ax.plot(curve["p"], curve["probability"], ls=":", marker=".", color="grey", label="probability")
-            error, spread = curve["test_error_mean"], curve["test_error_std"].fillna(0.0)
-            test_colour = group_colour(1, 2)
-            ax.plot(curve["p"], error, marker="s", color=test_colour, label="test error (S1 nets)")
-            ax.fill_between(curve["p"], error - spread, error + spread, color=test_colour, alpha=0.2)
-            ax.axhline(1.0, color="black", lw=0.6)
-            ax.set_title(
-                ", ".join(
-                    part for part in (key_values_label(others, group_values), f"eps = {eps:g}") if part
-                ),
-                fontsize=9,
+            ax.plot(curve["p"], curve["bound"], marker="o", color=bound_colour, label="bound")
+            ax.plot(curve["p"], curve["bound_upper"], ls="--", color=bound_colour, label="bound (95% upper)")
+            ax.plot(
+                curve["p"], curve["probability"], ls=":", marker=".", color="grey", label="probability term"
             )
-            ax.set_xlabel("p (corrupted fraction of S2)")
-            ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+            error, spread = curve["test_error_mean"], curve["test_error_std"].fillna(0.0)
+            ax.plot(
+                curve["p"], error, marker="s", color=test_colour, label="test error of the S1 nets (mean)"
+            )
+            ax.fill_between(curve["p"], error - spread, error + spread, color=test_colour, alpha=0.2, lw=0)
+            ax.axhline(1.0, color="black", lw=0.6)
+            title = ", ".join(
+                part for part in (key_values_label(others, group_values), f"ε = {eps:g}") if part
+            )
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("p (corrupted fraction of S̃2)")
+            ax.set_xticks(p_values, [format_value(p) for p in p_values])
             ax.grid(alpha=0.3)
         axes[i, 0].set_ylabel("error")
-    axes[0, -1].legend(fontsize="small")
+    spread = spread_handle(table["test_error_count"], colour=test_colour)
+    handles = [*axes[0, 0].get_legend_handles_labels()[0], spread]
+    figure.legend(handles=handles, loc="outside lower center", ncol=3, fontsize="small")
+    figure.suptitle("Generalization bound from the effective depths (Galanti et al. 2023)", fontsize=10)
     return figure
 
 

@@ -1,235 +1,344 @@
-"""The standard figures of a sweep, drawn from the report tables.
+"""The standard figures of a sweep of ``ncdepth-train`` runs, drawn from the report tables.
 
-Figures are built with matplotlib's object API (``Figure``, no ``pyplot``): nothing depends on
-or changes the interactive backend, and they render headless (Agg for PNG, the PDF backend).
+``BY`` below names the sweep's grouping keys (the swept keys that vary, ``seed`` excepted) by their
+last component, e.g. ``_by_depth``, ``_by_label_noise``, ``_by_depth_and_label_noise``
+(:func:`ncdepth.report.style.by_keys`); ``X`` names its numeric grouping keys the same way.
 
-Every figure averages over seeds: runs that share every *grouping key* (a swept key that varies
-across the sweep, ``seed`` excepted) are replicates; curves show their mean and a band or error bar
-of one standard deviation (ddof=1; none for a single seed). A figure whose input the sweep lacks
-raises :class:`NothingToPlot`, whose message says what is missing.
+* ``ncc_train_errorBY``: NCC train error of every layer vs epoch, log axis, ``ε`` lines
+  (Galanti et al. 2023, Fig. 1), one panel per swept value;
+* ``final_ncc_error_and_cdnv_per_layer``: NCC train and test error and CDNV vs layer at the last
+  epoch, one curve per swept value;
+* ``effective_depthX``: effective depth vs each numeric swept key, one column per ``ε``;
+* ``last_layer_collapse``: NC1, NC2 (``nc2_etf``), NC3, NC4 at the classifier's input vs epoch;
+* ``minority_collapse``: every class's classifier-row and class-mean norm over the majority's
+  beside the UFM prediction, one colour per swept value (imbalanced runs with a deep linear head,
+  :mod:`ncdepth.training.head_geometry`).
+
+Conventions (seed means and bands, zero on log axes, names, files): :mod:`ncdepth.report.style`. A
+figure whose input the sweep lacks raises :class:`NothingToPlot`, whose message says what is
+missing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from ncdepth.report.style import (
+    NothingToPlot,
+    band,
+    by_keys,
+    curve_styles,
+    key_values_label,
+    layer_colourbar,
+    layer_colours,
+    log_axis,
+    readable,
+    save_figure,
+    seed_mean,
+    spread_handle,
+    subplots,
+    threshold_handle,
+    threshold_lines,
+    value_axis,
+    zero_floor,
+)
+
 DEPTH_KEY = "model.depth"
-NOISE_KEY = "data.label_noise"
 EFFECTIVE_DEPTH_PREFIX = "effective_depth@"
-COLLAPSE_METRICS = ("nc1", "nc2_etf", "nc3", "nc4")
-"""NC1-NC4 as drawn for the classifier layer (``docs/metrics.md``)."""
-FIGURE_SUFFIXES = (".png", ".pdf")
-PANEL_SIZE = (3.6, 2.9)
-LAYER_COLOURS = colormaps["viridis"]
-GROUP_COLOURS = colormaps["plasma"]
+COLLAPSE_METRICS = {"nc1": "NC1", "nc2_etf": "NC2 (distance to the ETF)", "nc3": "NC3", "nc4": "NC4"}
+"""NC1-NC4 as drawn for the classifier layer (``docs/metrics.md``), with their panel titles."""
+CLASS_NORMS = {"w": "classifier rows ‖w_k‖", "h": "class means ‖h̄_k‖"}
+"""The per-class norms of :func:`minority_collapse`: ``{norm}_norm_ratio@k`` and ``…_pred@k``."""
+PREDICTION_STYLE = {"linestyle": "--", "marker": "D", "markersize": 4, "markerfacecolor": "none"}
 
 Panels = dict[tuple[Any, ...], pd.DataFrame]
 
 
-class NothingToPlot(Exception):
-    """The sweep does not hold (or vary) what a figure needs; the message says what."""
+def training_figures(
+    table: pd.DataFrame, runs: pd.DataFrame, grouping: Sequence[str]
+) -> dict[str, Callable[[], Figure]]:
+    """``{name: draw}`` for every standard figure (module docstring) of a sweep with the report
+    table ``table``, the runs table ``runs`` and the grouping keys ``grouping``: curves over
+    epochs from every run with metrics (finished, running, interrupted), final values from finished
+    runs only (failed runs are left out)."""
+    usable = table[table["run"].isin(runs.loc[runs["status"] != "failed", "run"])]
+    finished = table[table["run"].isin(runs.loc[runs["status"] == "finished", "run"])]
+    eps = thresholds(runs)
+    x_keys = numeric_keys(runs[runs["status"] == "finished"], grouping)
+    deepest = int(finished["layer_index"].max()) if not finished.empty else 1
+    return {
+        f"ncc_train_error{by_keys(grouping)}": lambda: ncc_train_error_by_layer(usable, grouping, eps),
+        "final_ncc_error_and_cdnv_per_layer": lambda: final_ncc_error_and_cdnv_per_layer(
+            finished, grouping, eps
+        ),
+        f"effective_depth{by_keys(x_keys)}": lambda: effective_depth(runs, grouping, x_keys, deepest),
+        "last_layer_collapse": lambda: last_layer_collapse(usable, grouping),
+        "minority_collapse": lambda: minority_collapse(finished, grouping),
+    }
 
 
-def ncc_train_accuracy_by_depth(table: pd.DataFrame, grouping: Sequence[str]) -> Figure:
-    """NCC train accuracy of every layer vs epoch (Galanti et al. 2023, Fig. 1): one column of
-    panels per ``model.depth`` (when swept), one row per combination of the other grouping keys,
-    lines coloured by layer index (1 = first layer)."""
+def save_figures(
+    table: pd.DataFrame, runs: pd.DataFrame, grouping: Sequence[str], out_dir: str | Path
+) -> tuple[list[Path], dict[str, str]]:
+    """Draw every figure of :func:`training_figures` into ``out_dir`` as ``NAME.png`` and
+    ``NAME.pdf``. Returns the written paths and ``{name: why it was skipped}``."""
+    written: list[Path] = []
+    skipped: dict[str, str] = {}
+    for name, draw in training_figures(table, runs, grouping).items():
+        try:
+            written += save_figure(draw(), out_dir, name)
+        except NothingToPlot as reason:
+            skipped[name] = str(reason)
+    return written, skipped
+
+
+def thresholds(runs: pd.DataFrame) -> list[float]:
+    """The thresholds ``ε`` of the runs' effective depths (their ``effective_depth@EPS`` columns)."""
+    return sorted(
+        float(column.removeprefix(EFFECTIVE_DEPTH_PREFIX))
+        for column in runs.columns
+        if column.startswith(EFFECTIVE_DEPTH_PREFIX)
+    )
+
+
+def numeric_keys(runs: pd.DataFrame, grouping: Sequence[str]) -> list[str]:
+    """The grouping keys with a number in every run of ``runs`` (an x axis)."""
+    return [
+        key
+        for key in grouping
+        if not runs.empty
+        and pd.api.types.is_numeric_dtype(runs[key])
+        and not pd.api.types.is_bool_dtype(runs[key])
+        and runs[key].notna().all()
+    ]
+
+
+def ncc_train_error_by_layer(table: pd.DataFrame, grouping: Sequence[str], eps: Sequence[float]) -> Figure:
+    """NCC train error ``1 - ncc_acc`` of every layer vs epoch on a log axis with the thresholds
+    ``eps`` (Galanti et al. 2023, Fig. 1): one column of panels per ``model.depth`` (when swept;
+    else per value of the first grouping key), one row per combination of the other grouping keys,
+    lines coloured by layer index (1 = first layer, the same colour in every panel)."""
     rows = table[(table["split"] == "train") & (table["metric"] == "ncc_acc")]
     if rows.empty:
         raise NothingToPlot("no run measured the NCC train accuracy (split=train, metric=ncc_acc)")
-    column_keys = [key for key in grouping if key == DEPTH_KEY]
-    row_keys = [key for key in grouping if key != DEPTH_KEY]
-    mean = seed_mean(rows, [*grouping, "epoch", "layer_index"])
-    grid, row_values, column_values = _grid(mean, row_keys, column_keys)
+    column_keys = [DEPTH_KEY] if DEPTH_KEY in grouping else list(grouping[:1])
+    row_keys = [key for key in grouping if key not in column_keys]
+    stats = seed_mean(rows.assign(value=1.0 - rows["value"]), [*grouping, "epoch", "layer_index"])
+    floor = zero_floor([*stats["mean"], *eps])
+    grid, row_values, column_values = _grid(stats, row_keys, column_keys)
     figure, axes = subplots(len(row_values), len(column_values), sharey=True)
+    colours = layer_colours(int(stats["layer_index"].max()))
     for (i, j), panel in grid.items():
         ax = axes[i, j]
-        layers = Normalize(1, max(int(panel["layer_index"].max()), 2))
         for layer_index, curve in panel.groupby("layer_index"):
-            _band(ax, curve, "epoch", colour=LAYER_COLOURS(layers(layer_index)))
-        colourbar = figure.colorbar(ScalarMappable(layers, LAYER_COLOURS), ax=ax, label="layer")
-        colourbar.locator = MaxNLocator(integer=True)
-        colourbar.update_ticks()
-        ax.set_title(
-            key_values_label([*row_keys, *column_keys], (*row_values[i], *column_values[j])), fontsize=9
-        )
+            band(ax, curve, "epoch", color=colours[int(layer_index) - 1], floor=floor)
+        title = key_values_label([*row_keys, *column_keys], (*row_values[i], *column_values[j]))
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
-        ax.set_ylim(0.0, 1.02)
+    log_axis(axes[0, 0], floor)
+    axes[0, 0].set_ylim(top=1.5)
+    for i, j in grid:
+        threshold_lines(axes[i, j], eps, labelled=j == len(column_values) - 1)
     for ax in axes[:, 0]:
-        ax.set_ylabel("NCC train accuracy")
+        ax.set_ylabel("NCC train error")
     _hide_empty(axes, grid)
+    layer_colourbar(figure, axes, len(colours))
+    thresholds_drawn = [threshold_handle()] if eps else []
+    _legend_below(figure, axes, *thresholds_drawn, spread_handle(stats["count"]))
+    figure.suptitle("NCC train error of every layer during training", fontsize=10)
     return figure
 
 
-def final_accuracy_and_cdnv_per_layer(table: pd.DataFrame, grouping: Sequence[str]) -> Figure:
-    """At each run's last measured epoch: NCC train and test accuracy and CDNV (train, test; log
-    scale) vs layer index, one curve per ``model.depth``, one row of panels per combination of the
-    other grouping keys. ``table`` should hold finished runs only."""
+def final_ncc_error_and_cdnv_per_layer(
+    table: pd.DataFrame, grouping: Sequence[str], eps: Sequence[float]
+) -> Figure:
+    """At each run's last measured epoch: NCC train and test error (with the thresholds ``eps`` on
+    the train error) and CDNV (train, test) vs layer index, log axes, one curve per combination of
+    the grouping keys. ``table`` should hold finished runs only."""
     last_epoch = table.groupby("run")["epoch"].transform("max")
     final = table[table["epoch"] == last_epoch]
     quantities = [("train", "ncc_acc"), ("test", "ncc_acc"), ("train", "cdnv"), ("test", "cdnv")]
     present = [(s, m) for s, m in quantities if ((final["split"] == s) & (final["metric"] == m)).any()]
     if not present:
         raise NothingToPlot("no finished run measured ncc_acc or cdnv")
-    curve_keys = [key for key in grouping if key == DEPTH_KEY]
-    row_keys = [key for key in grouping if key != DEPTH_KEY]
-    rows = _panels(final, row_keys)
-    figure, axes = subplots(len(rows), len(present))
-    for i, (row_value, row) in enumerate(rows.items()):
-        for j, (split, metric) in enumerate(present):
-            ax = axes[i, j]
-            selected = row[(row["split"] == split) & (row["metric"] == metric)]
-            mean = seed_mean(selected, [*grouping, "layer_index"])
-            curves = _panels(mean, curve_keys)
-            for k, (curve_value, curve) in enumerate(curves.items()):
-                colour = group_colour(k, len(curves))
-                _band(
-                    ax, curve, "layer_index", colour=colour, label=key_values_label(curve_keys, curve_value)
-                )
-            if metric == "cdnv" and (mean["mean"] > 0).all():
-                ax.set_yscale("log")
-            title = f"{'NCC accuracy' if metric == 'ncc_acc' else 'CDNV'} ({split})"
-            ax.set_title(_join(key_values_label(row_keys, row_value), title), fontsize=9)
-            ax.set_xlabel("layer")
-        if curve_keys:
-            axes[i, -1].legend(fontsize="small")
+    figure, axes = subplots(1, len(present))
+    counts = []
+    for ax, (split, metric) in zip(axes[0], present, strict=True):
+        selected = final[(final["split"] == split) & (final["metric"] == metric)]
+        if metric == "ncc_acc":
+            selected = selected.assign(value=1.0 - selected["value"])
+        stats = seed_mean(selected, [*grouping, "layer_index"])
+        counts.append(stats["count"])
+        floor = zero_floor([*stats["mean"], *(eps if metric == "ncc_acc" else [])])
+        curves = _panels(stats, grouping)
+        for style, (curve_value, curve) in zip(curve_styles(list(curves)), curves.items(), strict=True):
+            label = key_values_label(grouping, curve_value)
+            band(ax, curve, "layer_index", **style, label=label, floor=floor)
+        log_axis(ax, floor)
+        if (split, metric) == ("train", "ncc_acc"):
+            threshold_lines(ax, eps)
+        quantity = f"NCC {split} error" if metric == "ncc_acc" else f"CDNV ({split})"
+        ax.set(xlabel="layer", ylabel=quantity)
+    thresholds_drawn = [threshold_handle()] if eps and ("train", "ncc_acc") in present else []
+    _legend_below(figure, axes, spread_handle(pd.concat(counts)), *thresholds_drawn)
+    figure.suptitle("Per layer at the last epoch (finished runs)", fontsize=10)
     return figure
 
 
-def effective_depth_vs_noise_and_depth(runs: pd.DataFrame, grouping: Sequence[str]) -> Figure:
-    """Effective depth (``effective_depth@EPS`` of finished runs' summaries) vs
-    ``data.label_noise`` (top row) and vs ``model.depth`` (bottom row), whichever the sweep varies,
-    one column per threshold EPS, one curve per combination of the other grouping keys. Runs whose
-    NCC train error never reaches EPS (``null``) are left out of the mean; each panel says how
-    many."""
-    x_keys = [key for key in (NOISE_KEY, DEPTH_KEY) if key in grouping]
+def effective_depth(
+    runs: pd.DataFrame, grouping: Sequence[str], x_keys: Sequence[str], deepest: int
+) -> Figure:
+    """Effective depth (``effective_depth@EPS`` of finished runs' summaries: the first layer whose
+    NCC train error is at most EPS) vs each of ``x_keys`` (one row each), one column per threshold
+    EPS, one curve per combination of the other grouping keys. The y axis shows the depths there
+    can be, ``1..deepest`` (the most layers of a run), with integer ticks; an interval beyond them
+    runs off the axis. Runs that never reach EPS (``null``) are left out of the mean; each panel's
+    title says how many."""
     if not x_keys:
-        raise NothingToPlot(f"the sweep varies neither {NOISE_KEY} nor {DEPTH_KEY}")
+        raise NothingToPlot("the sweep varies no numeric key (besides the seed)")
     finished = runs[runs["status"] == "finished"]
     depth_columns = [column for column in runs.columns if column.startswith(EFFECTIVE_DEPTH_PREFIX)]
     if finished.empty or not depth_columns:
         raise NothingToPlot("no finished run has an effective depth in its summary.json")
     depth_columns.sort(key=lambda column: float(column.removeprefix(EFFECTIVE_DEPTH_PREFIX)))
-    figure, axes = subplots(len(x_keys), len(depth_columns))
+    figure, axes = subplots(len(x_keys), len(depth_columns), sharey=True)
+    counts = []
     for i, x_key in enumerate(x_keys):
-        curve_keys = [key for key in grouping if key != x_key]
         for j, column in enumerate(depth_columns):
             ax = axes[i, j]
             values = finished.assign(value=pd.to_numeric(finished[column], errors="coerce").astype(float))
-            mean = seed_mean(values, list(grouping))
-            curves = _panels(mean, curve_keys)
-            for k, (curve_value, curve) in enumerate(curves.items()):
-                curve = curve.sort_values(x_key)
-                ax.errorbar(
-                    curve[x_key],
-                    curve["mean"],
-                    yerr=curve["std"].fillna(0.0),
-                    marker="o",
-                    capsize=3,
-                    color=group_colour(k, len(curves)),
-                    label=key_values_label(curve_keys, curve_value) or None,
-                )
-            eps = column.removeprefix(EFFECTIVE_DEPTH_PREFIX)
+            stats = seed_mean(values, list(grouping))
+            counts.append(stats["count"])
+            _error_bars(ax, stats, x_key, [key for key in grouping if key != x_key], finished[x_key])
             never = int(values["value"].isna().sum())
+            title = f"ε = {column.removeprefix(EFFECTIVE_DEPTH_PREFIX)}"
             if never:
-                note = f"{never} of {len(values)} runs never reach eps={eps} (left out)"
-                ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=7, va="bottom")
-            ax.set_title(f"eps = {eps}", fontsize=9)
-            ax.set_xlabel(x_key)
-            ax.set_ylabel("effective depth")
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-            x_values = sorted(finished[x_key].dropna().unique())
-            margin = 0.1 * ((x_values[-1] - x_values[0]) or 1.0)
-            ax.set_xticks(x_values)
-            ax.set_xlim(x_values[0] - margin, x_values[-1] + margin)
-            if never == len(values):
-                ax.set_yticks([])
-            if curve_keys and never < len(values):
-                ax.legend(fontsize="small")
+                title += f"\n{never} of {len(values)} runs never reach ε (left out)"
+            ax.set_title(title, fontsize=9)
+        axes[i, 0].set_ylabel("effective depth")
+    axes[0, 0].set_ylim(0.5, deepest + 0.5)
+    axes[0, 0].yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    _legend_below(figure, axes, spread_handle(pd.concat(counts), error_bar=True))
+    figure.suptitle("Effective depth: the first layer whose NCC train error ≤ ε (finished runs)", fontsize=10)
     return figure
 
 
 def last_layer_collapse(table: pd.DataFrame, grouping: Sequence[str]) -> Figure:
     """NC1, NC2 (``nc2_etf``), NC3 and NC4 on the train split vs epoch at each run's last layer
-    in depth order (the classifier's input), one curve per combination of the grouping keys."""
+    in depth order (the classifier's input), log axes, one curve per combination of the grouping
+    keys."""
     last_layer = table.groupby("run")["layer_index"].transform("max")
     rows = table[(table["layer_index"] == last_layer) & (table["split"] == "train")]
-    rows = rows[rows["metric"].isin(COLLAPSE_METRICS)].dropna(subset=["value"])
+    rows = rows[rows["metric"].isin(list(COLLAPSE_METRICS))].dropna(subset=["value"])
     metrics = [metric for metric in COLLAPSE_METRICS if (rows["metric"] == metric).any()]
     if not metrics:
         raise NothingToPlot(f"no run measured {', '.join(COLLAPSE_METRICS)} at its last layer")
-    mean = seed_mean(rows, [*grouping, "metric", "epoch"])
+    stats = seed_mean(rows, [*grouping, "metric", "epoch"])
     figure, axes = subplots(1, len(metrics))
-    for j, metric in enumerate(metrics):
-        ax = axes[0, j]
-        curves = _panels(mean[mean["metric"] == metric], list(grouping))
-        for k, (curve_value, curve) in enumerate(curves.items()):
-            _band(
-                ax,
-                curve,
-                "epoch",
-                colour=group_colour(k, len(curves)),
-                label=key_values_label(grouping, curve_value),
-            )
-        if metric != "nc4" and (mean.loc[mean["metric"] == metric, "mean"] > 0).all():
-            ax.set_yscale("log")
-        ax.set_title(f"{metric} (train, last layer)", fontsize=9)
-        ax.set_xlabel("epoch")
-    if grouping:
-        figure.legend(*axes[0, -1].get_legend_handles_labels(), fontsize="small", loc="outside right upper")
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        selected = stats[stats["metric"] == metric]
+        floor = zero_floor(selected["mean"])
+        curves = _panels(selected, list(grouping))
+        for style, (curve_value, curve) in zip(curve_styles(list(curves)), curves.items(), strict=True):
+            label = key_values_label(grouping, curve_value)
+            band(ax, curve, "epoch", **style, label=label, floor=floor)
+        log_axis(ax, floor)
+        ax.set_title(COLLAPSE_METRICS[metric], fontsize=9)
+        ax.set(xlabel="epoch", ylabel=metric.upper().split("_")[0])
+    _legend_below(figure, axes, spread_handle(stats["count"]))
+    figure.suptitle("Neural collapse at the classifier's input (train split)", fontsize=10)
     return figure
 
 
-def save_figures(
-    table: pd.DataFrame, runs: pd.DataFrame, grouping: Sequence[str], out_dir: str | Path
-) -> tuple[list[Path], dict[str, str]]:
-    """Draw the four standard figures into ``out_dir`` as ``NAME.png`` and ``NAME.pdf``: curves
-    over epochs from every run with metrics (finished, running, interrupted), final values from
-    finished runs only (failed runs are left out). Returns the written paths and
-    ``{name: why it was skipped}``."""
-    usable = table[table["run"].isin(runs.loc[runs["status"] != "failed", "run"])]
-    finished = table[table["run"].isin(runs.loc[runs["status"] == "finished", "run"])]
-    figures: dict[str, Callable[[], Figure]] = {
-        "ncc_train_accuracy_by_depth": lambda: ncc_train_accuracy_by_depth(usable, grouping),
-        "final_accuracy_and_cdnv_per_layer": lambda: final_accuracy_and_cdnv_per_layer(finished, grouping),
-        "effective_depth": lambda: effective_depth_vs_noise_and_depth(runs, grouping),
-        "last_layer_collapse": lambda: last_layer_collapse(usable, grouping),
-    }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    skipped: dict[str, str] = {}
-    for name, draw in figures.items():
-        try:
-            figure = draw()
-        except NothingToPlot as reason:
-            skipped[name] = str(reason)
-            continue
-        for suffix in FIGURE_SUFFIXES:
-            path = out / f"{name}{suffix}"
-            figure.savefig(path, dpi=120)
-            written.append(path)
-    return written, skipped
+def minority_collapse(table: pd.DataFrame, grouping: Sequence[str]) -> Figure:
+    """Minority collapse (Fang et al. 2021; Dang et al. 2023) at the classifier's input of a deep
+    linear head, at each finished run's last epoch: the norm of every class's classifier row
+    (left) and class mean (right) over the majority classes' mean (``w_norm_ratio@k``,
+    ``h_norm_ratio@k`` of :mod:`ncdepth.training.head_geometry`), measured (mean and 95 %
+    t-interval over seeds) beside the UFM optimum's (``*_pred@k``, open diamonds; 1 for the
+    majority, 0 where it predicts collapse), one colour (and line style) per combination of the
+    grouping keys. The y axis shows the means; a wide interval runs off it."""
+    rows = table[(table["split"] == "train") & table["metric"].str.contains("_norm_ratio", regex=False)]
+    if rows.empty:
+        raise NothingToPlot(
+            "no run logged per-class norms (w_norm_ratio@k: imbalanced classes and a deep linear head, "
+            "model.depth_linear > 0)"
+        )
+    rows = rows[rows["epoch"] == rows.groupby("run")["epoch"].transform("max")]
+    parts = rows["metric"].str.extract(r"^(?P<norm>[wh])_norm_ratio(?P<predicted>_pred)?@(?P<k>\d+)$")
+    rows = rows.assign(norm=parts["norm"], predicted=parts["predicted"].notna(), k=parts["k"].astype(int))
+    figure, axes = subplots(1, len(CLASS_NORMS), sharey=True)
+    counts, means = [], [1.0]
+    for ax, (norm, title) in zip(axes[0], CLASS_NORMS.items(), strict=True):
+        selected = rows[rows["norm"] == norm]
+        measured = seed_mean(selected[~selected["predicted"]], [*grouping, "k"])
+        predicted = seed_mean(selected[selected["predicted"]], [*grouping, "k"])
+        counts.append(measured["count"])
+        means += [*measured["mean"], *predicted["mean"]]
+        _error_bars(ax, measured, "k", grouping, selected["k"], predicted)
+        ax.axhline(1.0, color="0.6", linewidth=0.8)
+        ax.set(title=title, xlabel="class k")
+        ax.title.set_fontsize(9)
+    axes[0, 0].set_ylim(0.0, 1.25 * max(means))  # an interval of few seeds may run off the top
+    axes[0, 0].set_ylabel("norm / majority classes' mean norm")
+    measured_handle = Line2D([], [], color="0.3", marker="o", linestyle="none", label="measured (mean)")
+    prediction = Line2D([], [], **PREDICTION_STYLE, color="0.3", label="UFM optimum (closed_form)")
+    _legend_below(figure, axes, measured_handle, spread_handle(pd.concat(counts), error_bar=True), prediction)
+    figure.suptitle("Minority collapse at the classifier's input, per class (last epoch)", fontsize=10)
+    return figure
 
 
-def seed_mean(frame: pd.DataFrame, by: Sequence[str], value: str = "value") -> pd.DataFrame:
-    """``mean``, ``std`` (ddof=1, NaN for one replicate) and ``count`` of ``frame[value]`` over the
-    rows sharing the columns ``by`` (NaN keys kept as a group of their own; NaN values skipped)."""
-    if not by:
-        stats = frame[value].agg(["mean", "std", "count"])
-        return pd.DataFrame([stats.to_dict()])
-    grouped = frame.groupby(list(by), dropna=False, sort=True)[value]
-    return grouped.agg(["mean", "std", "count"]).reset_index()
+def _error_bars(
+    ax: Axes,
+    stats: pd.DataFrame,
+    x_key: str,
+    curve_keys: Sequence[str],
+    x_values: pd.Series,
+    predicted: pd.DataFrame | None = None,
+) -> None:
+    """Means and 95 % t-interval error bars of ``stats`` vs ``x_key`` (:func:`value_axis` of
+    ``x_values``), one style per combination of ``curve_keys`` (:func:`curve_styles`), nudged apart
+    so that bars at the same x do not hide each other; the means of ``predicted`` (same columns)
+    beside them in :data:`PREDICTION_STYLE`."""
+    positions = value_axis(ax, x_values)
+    curves = _panels(stats, curve_keys)
+    prediction_curves = {} if predicted is None else _panels(predicted, curve_keys)
+    step = min((b - a for a, b in pairwise(positions.values())), default=1.0)
+    styles = curve_styles(list(curves))
+    for k, (curve_value, curve) in enumerate(curves.items()):
+        curve = curve.sort_values(x_key)
+        nudge = 0.06 * step * (k - (len(curves) - 1) / 2)
+        ax.errorbar(
+            curve[x_key].map(positions) + nudge,
+            curve["mean"],
+            yerr=curve["ci95"].fillna(0.0),
+            marker="o",
+            capsize=3,
+            **styles[k],
+            label=key_values_label(curve_keys, curve_value) or None,
+        )
+        if predicted is not None and curve_value in prediction_curves:
+            prediction = prediction_curves[curve_value].sort_values(x_key)
+            x = prediction[x_key].map(positions) + nudge
+            ax.plot(x, prediction["mean"], **PREDICTION_STYLE, color=styles[k]["color"])
+    ax.set_xlabel(readable(x_key))
+    ax.grid(alpha=0.3)
+
+
+def _legend_below(figure: Figure, axes: Any, *extra: Any) -> None:
+    """One legend below ``axes``: the curves of the first panel of every row, then ``extra``."""
+    handles = [handle for ax in axes[:, 0] for handle in ax.get_legend_handles_labels()[0]]
+    handles += extra
+    figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3), fontsize="small")
 
 
 def _panels(frame: pd.DataFrame, keys: Sequence[str]) -> Panels:
@@ -252,38 +361,8 @@ def _grid(
     return grid, row_values, column_values
 
 
-def subplots(rows: int, columns: int, sharey: bool = False) -> tuple[Figure, Any]:
-    """A constrained-layout ``Figure`` with a ``rows x columns`` array of axes of :data:`PANEL_SIZE`."""
-    figure = Figure(figsize=(PANEL_SIZE[0] * columns + 0.6, PANEL_SIZE[1] * rows + 0.4), layout="constrained")
-    return figure, figure.subplots(rows, columns, squeeze=False, sharey=sharey)
-
-
-def _band(ax: Axes, curve: pd.DataFrame, x: str, colour: Any, label: str | None = None) -> None:
-    """Mean line and a one-std band of ``curve`` against its integer column ``x``."""
-    curve = curve.sort_values(x)
-    spread = curve["std"].fillna(0.0)
-    ax.plot(curve[x], curve["mean"], marker="o", markersize=2.5, color=colour, label=label or None)
-    ax.fill_between(curve[x], curve["mean"] - spread, curve["mean"] + spread, color=colour, alpha=0.15)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-
-
 def _hide_empty(axes: Any, grid: dict[tuple[int, int], pd.DataFrame]) -> None:
     rows, columns = axes.shape
     for i in range(rows):
         for j in range(columns):
             axes[i, j].set_visible((i, j) in grid)
-
-
-def group_colour(index: int, count: int) -> Any:
-    """The ``index``-th of ``count`` well-separated colours (the pale end of plasma left out)."""
-    return GROUP_COLOURS(0.85 * index / max(count - 1, 1))
-
-
-def key_values_label(keys: Sequence[str], values: Sequence[Any]) -> str:
-    """``"k1=v1, k2=v2"`` (empty without keys): the title of a group of runs."""
-    return ", ".join(f"{key}={value}" for key, value in zip(keys, values, strict=True))
-
-
-def _join(*parts: str) -> str:
-    return "\n".join(part for part in parts if part)

@@ -3,8 +3,8 @@
 Each job writes ``kernels.csv`` into its run directory (a directory holding ``.hydra/config.yaml``)
 with the columns :data:`ncdepth.rundir.KERNELS_COLUMNS`. A run without a readable
 ``kernels.csv`` is *failed* (listed with its reason in ``kernels_runs.csv``, never fatal). The
-figures, from the ``nc1_trace_ratio`` rows, averaged over seeds (mean and one standard deviation,
-ddof=1):
+figures, from the ``nc1_trace_ratio`` rows, averaged over seeds (mean and a band of one standard
+deviation, ddof=1, as the legend says; :mod:`ncdepth.report.style`):
 
 * ``kernels_nc1_vs_d0``: ``log10 NC1`` against ``d0`` for balanced class sizes, one panel per
   ``(num_classes, n)``, one curve per quantity (data, NNGP, NTK, adaptive kernel, trained net);
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ncdepth.report.collect import find_run_dirs
-from ncdepth.report.figures import FIGURE_SUFFIXES, PANEL_SIZE, NothingToPlot, seed_mean
+from ncdepth.report.style import PANEL_SIZE, NothingToPlot, log_axis, save_figure, seed_mean, spread_handle
 from ncdepth.rundir import CONFIG_FILE, HYDRA_CONFIG_FILE, KERNELS_COLUMNS, KERNELS_FILE, KERNELS_NC1
 
 log = logging.getLogger(__name__)
@@ -101,16 +102,19 @@ def nc1_vs_d0(table: pd.DataFrame) -> Figure:
     if not panels:
         raise NothingToPlot("no balanced (num_classes, n) with two or more d0 values")
     figure, axes = _row_of_panels(len(panels))
+    counts = []
     for ax, ((num_classes, n), panel) in zip(axes, panels, strict=True):
         stats = seed_mean(panel, ["quantity", "d0"], value="log10_nc1")
+        counts.append(stats["count"])
         for quantity in _quantities(stats):
             _band(ax, stats[stats["quantity"] == quantity], "d0", quantity)
         ax.set_xscale("log", base=2)
         d0_values = sorted(panel["d0"].unique())
         ax.set_xticks(d0_values, [str(d0) for d0 in d0_values])
         ax.minorticks_off()
-        ax.set(title=f"N={n}, C={num_classes}", xlabel="d0", ylabel="log10 NC1")
-    _legend(figure, axes[0])
+        ax.set(xlabel="d0", ylabel="log10 NC1")
+        ax.set_title(f"N={n}, C={num_classes}", fontsize=9)
+    _legend(figure, axes[0], pd.concat(counts))
     return figure
 
 
@@ -128,20 +132,31 @@ def nc1_ratio_vs_class_sizes(table: pd.DataFrame) -> Figure:
     if not panels:
         raise NothingToPlot("no (num_classes, n, d0) with two or more class-size configurations")
     figure, axes = _row_of_panels(len(panels))
+    counts = []
     for ax, ((num_classes, n, d0), panel) in zip(axes, panels, strict=True):
         order = sorted(panel["class_sizes"].unique(), key=_minority_fraction, reverse=True)
         position = {sizes: index for index, sizes in enumerate(order)}
         stats = seed_mean(
             panel.assign(position=panel["class_sizes"].map(position)), ["quantity", "position"], "ratio"
         )
+        counts.append(stats["count"])
         for quantity in _quantities(stats):
             _band(ax, stats[stats["quantity"] == quantity], "position", quantity)
         ax.axhline(1.0, color="0.5", linewidth=0.8, linestyle="--")
-        ax.set_yscale("log")
+        log_axis(ax, None)
         ax.set_xticks(range(len(order)), order, rotation=30)
-        ax.set(title=f"N={n}, d0={d0}, C={num_classes}", xlabel="class sizes", ylabel="NC1(H) / NC1(X)")
-    _legend(figure, axes[0])
+        ax.set(xlabel="class sizes", ylabel="NC1(H) / NC1(X)")
+        ax.set_title(f"N={n}, d0={d0}, C={num_classes}", fontsize=9)
+    _legend(figure, axes[0], pd.concat(counts))
     return figure
+
+
+def kernel_figures(table: pd.DataFrame) -> dict[str, Callable[[], Figure]]:
+    """``{name: draw}`` for both figures of the module docstring, from the kernels table."""
+    return {
+        "kernels_nc1_vs_d0": lambda: nc1_vs_d0(table),
+        "kernels_nc1_ratio_vs_class_sizes": lambda: nc1_ratio_vs_class_sizes(table),
+    }
 
 
 def write_kernel_report(sweep_dir: Path, out_dir: Path) -> list[Path]:
@@ -165,20 +180,11 @@ def write_kernel_report(sweep_dir: Path, out_dir: Path) -> list[Path]:
     dropped = (table["metric"] == KERNELS_NC1).sum() - len(plotted_nc1(table))
     if dropped:
         log.warning("%d adaptive kernels did not converge: left out of the figures", dropped)
-    figures_dir = out / FIGURES_SUBDIR
-    for name, draw in (
-        ("kernels_nc1_vs_d0", nc1_vs_d0),
-        ("kernels_nc1_ratio_vs_class_sizes", nc1_ratio_vs_class_sizes),
-    ):
+    for name, draw in kernel_figures(table).items():
         try:
-            figure = draw(table)
+            written += save_figure(draw(), out / FIGURES_SUBDIR, name)
         except NothingToPlot as reason:
             log.info("figure %s skipped: %s", name, reason)
-            continue
-        figures_dir.mkdir(exist_ok=True)
-        for suffix in FIGURE_SUFFIXES:
-            written.append(figures_dir / f"{name}{suffix}")
-            figure.savefig(written[-1], dpi=120)
     return written
 
 
@@ -232,5 +238,7 @@ def _band(ax: Axes, curve: pd.DataFrame, x: str, quantity: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def _legend(figure: Figure, ax: Axes) -> None:
-    figure.legend(*ax.get_legend_handles_labels(), fontsize="small", loc="outside right upper")
+def _legend(figure: Figure, ax: Axes, counts: pd.Series) -> None:
+    """The quantities of ``ax``, then what the bands are."""
+    handles = [*ax.get_legend_handles_labels()[0], spread_handle(counts)]
+    figure.legend(handles=handles, fontsize="small", loc="outside right upper")

@@ -7,6 +7,8 @@ two-layer net, :class:`ncdepth.models.FCN2`).
 * :mod:`ncdepth.theory.ufm` — the deep-linear unconstrained-features model (Dang et al. 2023):
   ``closed_form`` optimum (orthogonal frame, simplex ETF, general orthogonal frame, minority
   collapse) and ``optimize`` (direct optimisation);
+* :mod:`ncdepth.theory.ufm_starts` — the starts that take direct optimisation past the UFM's
+  spurious minima to its optimum: continuation in the decays, then minority collapses;
 * :mod:`ncdepth.theory.geometry` — distances of ``W W^T``, ``Hbar^T Hbar``, ``W Hbar`` to those
   frames, the ``W``-``Hbar`` alignment and the minority-collapse ratios.
 * :mod:`ncdepth.theory.bound` — Galanti, Galanti & Ben-Shaul's comparative generalization bound

@@ -292,6 +292,7 @@ def optimize(
     seed: int = 0,
     log_every: int = 50,
     init: str = "gaussian",
+    start: UFMResult | None = None,
 ) -> UFMResult:
     """Minimise :func:`objective` directly: free ``H`` ``(width, N)``,
     ``W_1..W_{M-1}`` ``(width, width)``, ``W_M`` ``(C, width)`` and optionally an unregularised
@@ -303,6 +304,10 @@ def optimize(
       ``H`` entries of standard deviation :data:`ORTHOGONAL_FEATURE_STD`. For deep heads
       (``M >= 6``) it escapes the collapsed local minima that the Gaussian start often ends in:
       the product starts well conditioned, with every class direction of the same size.
+
+    ``start``: a warm start, a copy of the parameters of an earlier result of the same
+    ``class_sizes``, ``depth`` and ``bias`` (``width``, ``init`` and ``seed`` are then unused), e.g.
+    the end point at other decays (:mod:`ncdepth.theory.ufm_starts`).
 
     ``method="lbfgs"``: one ``torch.optim.LBFGS`` iteration (strong-Wolfe line search) per step,
     ``lr`` default 1. ``method="gd"``: gradient descent with momentum 0.9, ``lr`` default 0.05.
@@ -319,8 +324,8 @@ def optimize(
       the cross-entropy UFM, reported as a reference only: it is not claimed optimal, and for deep
       heads lower-rank configurations can reach a lower loss (Sukenik et al. 2024).
 
-    For ``M >= 2`` a collapsed class (``x_k = 0``) is a local minimum of the objective, so an
-    unlucky initialisation can end there; compare ``objective_gap`` across seeds.
+    For ``M >= 2`` the objective has spurious local minima, so a start can end away from the
+    optimum; :mod:`ncdepth.theory.ufm_starts` says where and how to start to reach it.
     """
     sizes, decays = validate(class_sizes, depth, weight_decay, feature_decay)
     num_classes, num_samples = len(sizes), sum(sizes)
@@ -340,14 +345,23 @@ def optimize(
     if not _positive(lr):
         raise ValueError(f"lr must be a number > 0, got {lr!r}")
 
-    generator = torch.Generator().manual_seed(seed)
-    shapes = [(width, width)] * (depth - 1) + [(num_classes, width)]
-    weights = tuple(_initial_weight(shape, init, generator).requires_grad_() for shape in shapes)
-    features = torch.randn(width, num_samples, generator=generator, dtype=torch.float64)
-    if init == "orthogonal":
-        features = features * ORTHOGONAL_FEATURE_STD
-    offset = torch.zeros(num_classes, dtype=torch.float64).requires_grad_() if bias else None
     labels = torch.repeat_interleave(torch.arange(num_classes), torch.tensor(sizes))
+    if start is None:
+        generator = torch.Generator().manual_seed(seed)
+        shapes = [(width, width)] * (depth - 1) + [(num_classes, width)]
+        weights = tuple(_initial_weight(shape, init, generator).requires_grad_() for shape in shapes)
+        features = torch.randn(width, num_samples, generator=generator, dtype=torch.float64)
+        if init == "orthogonal":
+            features = features * ORTHOGONAL_FEATURE_STD
+        offset = torch.zeros(num_classes, dtype=torch.float64).requires_grad_() if bias else None
+    elif (
+        len(start.weights) == depth and torch.equal(start.labels, labels) and (start.bias is not None) == bias
+    ):
+        weights = tuple(weight.clone().requires_grad_() for weight in start.weights)
+        features = start.features.clone()
+        offset = None if start.bias is None else start.bias.clone().requires_grad_()
+    else:
+        raise ValueError("start must be a result of the same class_sizes, depth and bias")
     state = UFMResult(weights, features.requires_grad_(), offset, labels)
     parameters = [*weights, features] + ([offset] if offset is not None else [])
 

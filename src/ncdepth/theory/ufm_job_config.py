@@ -12,14 +12,32 @@ from dataclasses import dataclass
 from typing import Any
 
 from ncdepth.theory.ufm import INITS, LOSSES, METHODS, validate
-from ncdepth.validation import check_bool, check_choice, check_int, check_number, is_list
+from ncdepth.validation import check_bool, check_choice, check_int, check_number, from_node, is_list
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """``continuation``: ``stages`` decays below the target on the continuation path (0: no
+    continuation family of starts) and ``start_factor`` in (0, 1), the first one's ratio to the
+    target (:mod:`ncdepth.theory.ufm_starts`). A :class:`Continuation` is kept as it is."""
+
+    stages: int
+    start_factor: float
+
+    def __post_init__(self) -> None:
+        factor = check_number("continuation.start_factor", self.start_factor, minimum=0.0, inclusive=False)
+        if factor >= 1:
+            raise ValueError(f"continuation.start_factor must be a number in (0, 1), got {factor!r}")
+        object.__setattr__(self, "stages", check_int("continuation.stages", self.stages, minimum=0))
+        object.__setattr__(self, "start_factor", factor)
 
 
 @dataclass(frozen=True)
 class UFMJob:
     """One job: the arguments of :func:`ncdepth.theory.ufm.optimize` (``solver`` its ``method``,
     ``iterations`` its ``steps``), ``init`` one initialisation or a list of them, ``restarts`` seeds
-    per initialisation, and ``threads`` for torch. Lists become tuples."""
+    per initialisation, ``continuation`` (:class:`Continuation`), and ``threads`` for torch. Lists
+    become tuples."""
 
     class_sizes: tuple[int, ...]
     depth: int
@@ -33,6 +51,7 @@ class UFMJob:
     width: int | None
     init: tuple[str, ...]
     restarts: int
+    continuation: Continuation
     log_every: int
     seed: int
     threads: int
@@ -55,6 +74,9 @@ class UFMJob:
             "width": width,
             "init": _inits(self.init),
             "restarts": check_int("restarts", self.restarts, minimum=1),
+            "continuation": self.continuation
+            if isinstance(self.continuation, Continuation)
+            else from_node(Continuation, "continuation", self.continuation),
             "log_every": check_int("log_every", self.log_every, minimum=1),
             "seed": check_int("seed", self.seed, minimum=0),
             "threads": check_int("threads", self.threads, minimum=1),

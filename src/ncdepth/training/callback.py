@@ -17,20 +17,20 @@ from torch.utils.data import DataLoader, Subset
 
 from ncdepth.metrics import LayerTap, NeuralCollapse, effective_depth
 from ncdepth.metrics.tap import Pooling
+from ncdepth.report.style import save_figure
 from ncdepth.rundir import FIGURES_DIR, METRICS_FILE, SUMMARY_FILE, set_aside, write_json
 from ncdepth.training.analysis import Forward, analyse_split
 from ncdepth.training.config import AnalysisConfig
 from ncdepth.training.head_geometry import head_geometry
 from ncdepth.training.results import (
+    NCC_FIGURE,
     SplitResults,
     TidyTable,
     layer_table,
-    plot_ncc_train_accuracy,
+    ncc_train_error_figure,
 )
 
 log = logging.getLogger(__name__)
-
-FIGURE_FILE = Path(FIGURES_DIR) / "ncc_train_acc.png"
 
 
 Features = Callable[[pl.LightningModule, Tensor], tuple[Tensor, Mapping[str, Tensor]]]
@@ -89,7 +89,7 @@ class NeuralCollapseCallback(pl.Callback):
     ``timing/analysis_s`` and ``timing/train_epoch_s`` to the Lightning loggers and the run log,
     and keeps the results in :attr:`last_results` (``{split: {layer: {metric: value}}}``).
     With a ``run_dir``, rank zero also appends to ``metrics.csv`` and, when training ends, writes
-    ``summary.json`` and ``figures/ncc_train_acc.png`` and prints the per-layer table. The terminal
+    ``summary.json`` and ``figures/ncc_train_error.png|pdf`` and prints the per-layer table. The terminal
     phase is the first analysed epoch at which the network fits every trained label (eval mode).
 
     ``config`` (the resolved run config) is copied into ``summary.json``.
@@ -186,7 +186,8 @@ class NeuralCollapseCallback(pl.Callback):
             return
         write_json(self.run_dir / SUMMARY_FILE, self.summary(trainer))
         if self.table is not None:
-            plot_ncc_train_accuracy(self.table.read(), self.run_dir / FIGURE_FILE)
+            figure = ncc_train_error_figure(self.table.read(), self.settings.eps, self.config)
+            save_figure(figure, self.run_dir / FIGURES_DIR, NCC_FIGURE)
         Console().print(layer_table(self.last_results, self.effective_depths(), final_epoch))
 
     def state_dict(self) -> dict[str, Any]:

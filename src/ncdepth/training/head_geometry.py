@@ -18,7 +18,11 @@ and, with ``R`` the reference frame below, the metrics logged for layer ``l`` (s
                        (with the general orthogonal frame only; 0 where it predicts minority collapse)
 
 where the majority are the classes of the largest train count and the minority those of the
-smallest (Fang et al. 2021).
+smallest (Fang et al. 2021). With imbalanced classes, the classifier's input (``l = L``, where the
+mapping below is exact) also gets every class's own ratio, and its prediction when there is one:
+
+    w_norm_ratio@k = ||w_k|| / mean_{j majority} ||w_j||,    h_norm_ratio@k (of ||hbar_k||),
+    w_norm_ratio_pred@k, h_norm_ratio_pred@k
 
 Reference frame ``R``, the optimum of the UFM that the run's objective corresponds to:
 
@@ -72,7 +76,8 @@ from ncdepth.training.module import NCModule
 COUPLED_DECAY_OPTIMIZERS = ("sgd", "adam")
 """Optimizers whose weight decay is the gradient of an L2 penalty (AdamW's is decoupled)."""
 _GRAM_METRICS = {"WWT": "geom_wwt", "HTH": "geom_hth", "WH": "geom_wh"}
-_RATIO_NAMES = {"classifier_norm_ratio": "minority_w_ratio", "mean_norm_ratio": "minority_h_ratio"}
+_NORMS = {"classifier_norm_ratio": "w", "mean_norm_ratio": "h", "WWT": "w", "HTH": "h"}
+"""The letter naming the norm of each ratio of ``minority_collapse`` and each Gram matrix."""
 
 
 @dataclass(frozen=True)
@@ -150,13 +155,25 @@ def layer_geometry(
         values.update(_named(frame_distances(weight, class_means, frame)))
         return values
     for name, ratios in minority_collapse(weight, class_means, sizes).items():
-        values[_RATIO_NAMES[name]] = _minority_mean(ratios, sizes)
+        values.update(_norm_ratios(_NORMS[name], ratios, sizes, per_class=depth == 1))
     reference = _general_frame(sizes, depth, objective)
     if reference is not None:
         values.update(_named(general_frame_distances(weight, class_means, reference)))
-        for gram, name in (("WWT", "minority_w_ratio_pred"), ("HTH", "minority_h_ratio_pred")):
+        for gram in ("WWT", "HTH"):
             norms = reference[gram].diagonal().sqrt()
-            values[name] = _minority_mean(norms / norms[_majority(sizes)].mean(), sizes)
+            ratios = norms / norms[_majority(sizes)].mean()
+            values.update(_norm_ratios(_NORMS[gram], ratios, sizes, per_class=depth == 1, suffix="_pred"))
+    return values
+
+
+def _norm_ratios(
+    norm: str, ratios: Tensor, sizes: tuple[int, ...], per_class: bool, suffix: str = ""
+) -> dict[str, float]:
+    """``minority_{norm}_ratio{suffix}``, the mean of ``ratios`` over the minority, and with
+    ``per_class`` every class's ``{norm}_norm_ratio{suffix}@k`` (module docstring)."""
+    values = {f"minority_{norm}_ratio{suffix}": _minority_mean(ratios, sizes)}
+    if per_class:
+        values.update({f"{norm}_norm_ratio{suffix}@{k}": ratio for k, ratio in enumerate(ratios.tolist())})
     return values
 
 

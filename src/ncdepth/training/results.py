@@ -1,4 +1,4 @@
-"""A run's result files: the tidy ``metrics.csv``, the NCC figure, the layer table.
+"""A run's result files: the tidy ``metrics.csv``, the NCC train error figure, the layer table.
 
 ``metrics.csv`` (:data:`ncdepth.rundir.METRIC_COLUMNS`, ``\n`` line endings) has one row per
 measured number; ``epoch`` counts completed training epochs (0 = at initialisation). Rows are
@@ -10,19 +10,29 @@ the rows it is about to measure again.
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from rich.table import Table
 
-from ncdepth.rundir import METRIC_COLUMNS, atomic_write
+from ncdepth.report.style import (
+    band,
+    layer_colourbar,
+    layer_colours,
+    log_axis,
+    threshold_lines,
+    zero_floor,
+)
+from ncdepth.rundir import METRIC_COLUMNS
+
+NCC_FIGURE = "ncc_train_error"
+"""The run's figure, ``figures/ncc_train_error.png`` and ``.pdf``."""
+MODEL_TITLE_KEYS = {"depth": "depth", "width": "width", "depth_linear": "linear head"}
 
 SplitResults = Mapping[str, Mapping[str, Mapping[str, float]]]
 """``{split: {layer: {metric: value}}}``: one analysis."""
@@ -66,26 +76,47 @@ class TidyTable:
         return pd.read_csv(self.path)
 
 
-def plot_ncc_train_accuracy(table: pd.DataFrame, path: str | Path) -> None:
-    """NCC accuracy on the train split vs epoch, one line per layer (Galanti et al. 2023, Fig. 1)."""
+def ncc_train_error_figure(table: pd.DataFrame, eps: Sequence[float], config: Mapping[str, Any]) -> Figure:
+    """The run's figure (:data:`NCC_FIGURE`) from its ``metrics.csv`` ``table``: the NCC train
+    error ``1 - ncc_acc`` of every layer vs epoch on a log axis (an error of 0 drawn at a floor
+    just above the bottom edge, whose tick reads 0: :func:`ncdepth.report.style.zero_floor`),
+    dashed lines at the effective-depth thresholds ``eps``, layers coloured by index, titled with
+    the run's :func:`run_title` of its resolved ``config``."""
     rows = table[(table["split"] == "train") & (table["metric"] == "ncc_acc")]
     layers = list(dict.fromkeys(rows["layer"]))
-    figure = Figure(figsize=(6.0, 4.0), layout="tight")  # matplotlib's object API: no pyplot state
+    errors = rows.assign(mean=1.0 - rows["value"], std=float("nan"))
+    floor = zero_floor([*errors["mean"], *eps])
+    figure = Figure(figsize=(6.4, 4.2), layout="constrained")  # matplotlib's object API: no pyplot state
     axes = figure.subplots()
-    colours = colormaps["viridis"]
-    for index, layer in enumerate(layers):
-        series = rows[rows["layer"] == layer].sort_values("epoch")
-        colour = colours(index / max(len(layers) - 1, 1))
-        axes.plot(series["epoch"], series["value"], marker="o", markersize=3, color=colour, label=layer)
-    axes.set_xlabel("epoch")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_ylabel("NCC train accuracy")
-    axes.set_ylim(0.0, 1.02)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", ncol=2 if len(layers) > 8 else 1)
-    image = io.BytesIO()
-    figure.savefig(image, format="png", dpi=120)
-    atomic_write(path, image.getvalue())
+    for colour, layer in zip(layer_colours(len(layers)), layers, strict=True):
+        band(axes, errors[errors["layer"] == layer], "epoch", color=colour, floor=floor)
+    log_axis(axes, floor)
+    axes.set_ylim(top=1.5)
+    threshold_lines(axes, eps)
+    axes.set(xlabel="epoch", ylabel="NCC train error")
+    layer_colourbar(figure, axes, len(layers))
+    figure.suptitle(
+        "\n".join(line for line in ("NCC train error per layer", run_title(config)) if line), fontsize=10
+    )
+    return figure
+
+
+def run_title(config: Mapping[str, Any]) -> str:
+    """What names a run in a title, from what its resolved config holds:
+    ``"MLP, depth 6, width 256, digits, label noise 0.25, seed 1"``."""
+    model, data = config.get("model") or {}, config.get("data") or {}
+    parts = [str(model.get("_target_", "")).rsplit(".", 1)[-1]]
+    parts += [f"{name} {model[key]}" for key, name in MODEL_TITLE_KEYS.items() if model.get(key)]
+    parts.append(str(data.get("dataset") or ""))
+    if data.get("label_noise"):
+        parts.append(f"label noise {data['label_noise']:g}")
+    if data.get("class_counts"):
+        parts.append(f"class sizes {min(data['class_counts'])}–{max(data['class_counts'])}")
+    elif data.get("imbalance"):
+        parts.append(f"{data['imbalance']} imbalance {data['imbalance_ratio']:g}")
+    if "seed" in config:
+        parts.append(f"seed {config['seed']}")
+    return ", ".join(part for part in parts if part)
 
 
 def layer_table(results: SplitResults, effective_depth: Mapping[float, int | None], epoch: int) -> Table:
