@@ -6,8 +6,8 @@ or changes the interactive backend, and they render headless (Agg for PNG, the P
 * **Swept keys** read as words (:data:`KEY_NAMES`: ``data.label_noise`` is "label noise p"); a
   file name follows a key's last component (``ncc_train_error_by_label_noise``).
 * **Seeds.** Runs that share every grouping key are replicates (:func:`seed_mean`). Curves over
-  epochs or layers show their mean and a band of one standard deviation (ddof=1: how much seeds
-  vary); final values against a swept key show their mean and an error bar of its 95 % Student-t
+  epochs or layers show their mean and a band from the lowest to the highest seed (how much seeds
+  vary; a range stays meaningful on the log axes these curves use); final values against a swept key show their mean and an error bar of its 95 % Student-t
   interval (how well the mean is known). Neither for a single seed; every legend says which
   (:func:`spread_handle`).
 * **Zero on a log axis.** Errors and rates that reach 0 (an NCC train error of 0, NC4) are drawn
@@ -75,18 +75,18 @@ class NothingToPlot(Exception):
 
 
 def seed_mean(frame: pd.DataFrame, by: Sequence[str], value: str = "value") -> pd.DataFrame:
-    """``mean``, ``std`` (ddof=1), ``count`` and ``ci95`` (the half-width of the mean's 95 %
-    Student-t interval, ``t(0.975, count - 1) std / sqrt(count)``) of ``frame[value]`` over the rows
+    """``mean``, ``std`` (ddof=1), ``min``, ``max``, ``count`` and ``ci95`` (the half-width of the mean's
+    95 % Student-t interval, ``t(0.975, count - 1) std / sqrt(count)``) of ``frame[value]`` over the rows
     sharing the columns ``by`` (NaN keys kept as a group of their own; NaN values skipped; ``std``
     and ``ci95`` NaN for one replicate)."""
     if by:
         stats = (
             frame.groupby(list(by), dropna=False, sort=True)[value]
-            .agg(["mean", "std", "count"])
+            .agg(["mean", "std", "min", "max", "count"])
             .reset_index()
         )
     else:
-        stats = pd.DataFrame([frame[value].agg(["mean", "std", "count"]).to_dict()])
+        stats = pd.DataFrame([frame[value].agg(["mean", "std", "min", "max", "count"]).to_dict()])
     quantile = student_t.ppf(0.975, stats["count"].to_numpy(dtype=float) - 1)
     return stats.assign(ci95=quantile * stats["std"] / np.sqrt(stats["count"]))
 
@@ -172,12 +172,13 @@ def band(
     label: str | None = None,
     floor: float | None = None,
 ) -> None:
-    """Mean line and one-std band of ``curve`` (from :func:`seed_mean`) against its integer column
-    ``x`` in ``color`` and ``linestyle`` (matplotlib's names, as :func:`curve_styles` gives them),
-    raised to ``floor`` when given (:func:`zero_floor`)."""
+    """Mean line and min-max band over the seeds of ``curve`` (from :func:`seed_mean`) against its
+    integer column ``x`` in ``color`` and ``linestyle`` (matplotlib's names, as :func:`curve_styles`
+    gives them), raised to ``floor`` when given (:func:`zero_floor`). The band is the seeds' range,
+    not mean ± std: these curves are drawn on log axes, where a lower edge below zero would be
+    clipped to the floor and read as a measurement."""
     curve = curve.sort_values(x)
-    mean, spread = curve["mean"], curve["std"].fillna(0.0)
-    low, high = mean - spread, mean + spread
+    mean, low, high = curve["mean"], curve["min"], curve["max"]
     if floor is not None:
         mean, low, high = mean.clip(lower=floor), low.clip(lower=floor), high.clip(lower=floor)
     ax.plot(curve[x], mean, marker="o", markersize=2.5, color=color, linestyle=linestyle, label=label or None)
@@ -187,7 +188,7 @@ def band(
 
 
 def spread_handle(counts: pd.Series, error_bar: bool = False, colour: Any = "0.5") -> Artist:
-    """A legend entry saying what the bands (one std) or error bars (95 % t-interval of the mean)
+    """A legend entry saying what the bands (the seeds' range) or error bars (95 % t-interval of the mean)
     are, over how many seeds (``counts``: the replicates of each point)."""
     counts = counts[counts > 0]
     if counts.empty or counts.max() <= 1:
@@ -204,7 +205,7 @@ def spread_handle(counts: pd.Series, error_bar: bool = False, colour: Any = "0.5
             linestyle="none",
             label=f"95 % t-interval of the mean over {seeds}",
         )
-    return Patch(facecolor=colour, alpha=0.3, label=f"band: mean ± 1 std over {seeds}")
+    return Patch(facecolor=colour, alpha=0.3, label=f"line: mean, band: min–max over {seeds}")
 
 
 def zero_floor(values: Any) -> float | None:

@@ -84,7 +84,8 @@ def ncc_train_error_figure(table: pd.DataFrame, eps: Sequence[float], config: Ma
     the run's :func:`run_title` of its resolved ``config``."""
     rows = table[(table["split"] == "train") & (table["metric"] == "ncc_acc")]
     layers = list(dict.fromkeys(rows["layer"]))
-    errors = rows.assign(mean=1.0 - rows["value"], std=float("nan"))
+    error = 1.0 - rows["value"]
+    errors = rows.assign(mean=error, min=error, max=error)  # one run: the band is the line
     floor = zero_floor([*errors["mean"], *eps])
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")  # matplotlib's object API: no pyplot state
     axes = figure.subplots()
