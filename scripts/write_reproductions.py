@@ -20,6 +20,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,9 @@ PAGE = "reproductions.md"
 FIGURES = "reproductions"
 NOISE, DEPTH, EXTRA_NOISE = "data.label_noise", "model.depth", "data.extra_label_noise"
 CONFIDENCE = 0.95
+COLUMN_NAMES = {NOISE: "label noise p", DEPTH: "depth L"}
+RUN_LISTS = ("runs.csv", "kernels_runs.csv", "ufm_report.csv")
+"""The job lists of ``ncdepth-report``: training, kernels and UFM sweeps."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,11 @@ class Sweep:
         return pd.read_csv(self.report / name)
 
     def runs(self) -> pd.DataFrame:
-        return self.table("runs.csv")
+        """One row per job with ``run, status, reason``: the training, kernels or UFM report's list."""
+        for name in RUN_LISTS:
+            if (self.report / name).exists():
+                return self.table(name)
+        raise FileNotFoundError(f"{self.report} holds none of {', '.join(RUN_LISTS)}")
 
     def finished(self) -> pd.DataFrame:
         runs = self.runs()
@@ -147,7 +155,7 @@ def effective_depth_table(
     depth's mean [95 % CI] over the seeds that reach ε and how many do."""
     rows = []
     for value, group in runs.groupby(key, sort=True):
-        row = {key: value_label(key, value), "seeds": len(group)}
+        row = {COLUMN_NAMES.get(key, key): value_label(key, value), "seeds": len(group)}
         row["train acc"] = interval(group["final_acc_train"], 3)
         row["test acc"] = interval(group["final_acc_test"], 3)
         for column in eps_columns(runs):
@@ -176,14 +184,14 @@ def galanti_depth(sweep: Sweep, gallery: Gallery) -> str:
     deepest = sorted(runs[DEPTH].unique())[len(runs[DEPTH].unique()) // 2 :]
     lines = []
     for column in eps_columns(runs):
-        ranked = depth_rank(runs[column], runs[DEPTH])
-        means = ranked[runs[DEPTH].isin(deepest)].groupby(runs[DEPTH]).mean()
+        deep = runs[runs[DEPTH].isin(deepest)]
+        means = deep.groupby(DEPTH)[column].mean()  # over the runs that reach ε
         spread = means.max() - means.min()
-        reached = runs.loc[runs[DEPTH].isin(deepest), column].notna().all()
+        reached = bool(deep[column].notna().all())
         lines.append(
             f"- ε = {column.split('@')[1]}: mean effective depth at L = {', '.join(map(str, deepest))}: "
-            f"{', '.join(f'{m:.2f}' for m in means)} (spread {spread:.2f} layers; every run reaches ε: "
-            f"{'yes' if reached else 'no'}) — {verdict(bool(reached and spread <= 1.0))}"
+            f"{', '.join('–' if m != m else f'{m:.2f}' for m in means)} (spread {spread:.2f} layers; every run reaches ε: "
+            f"{'yes' if reached else 'no'}) — {verdict(reached and spread <= 1.0)}"
         )
     return "\n\n".join(
         [
@@ -465,7 +473,7 @@ def dang_ufm(sweep: Sweep, gallery: Gallery, imbalanced: bool) -> str:
             + (" with the same collapsed classes." if imbalanced else "."),
             f"```bash\nncdepth-ufm +ufm_experiment={experiment} -m\n"
             f"# longer runs: ncdepth-ufm +ufm_experiment={experiment.removesuffix('_quick')} -m\n```",
-            f"Jobs: {len(table)}, {len(finished)} finished.",
+            f"Jobs: {sweep.status_line()}.",
             markdown_table(shown),
             f"{int(reached.sum())} of {len(finished)} reach f*; {int((reached & agrees).sum())} of them match "
             f"the closed form — {verdict(holds)}.",
@@ -549,32 +557,22 @@ def dang_network(sweep: Sweep, gallery: Gallery, imbalanced: bool) -> str:
 # -- the page ---------------------------------------------------------------------------------------
 
 
+GALANTI = "Galanti, Galanti & Ben-Shaul (2023): intermediate NCC separability and effective depth"
+KOTHAPALLI = "Kothapalli & Tirer (2024): kernel vs kernel NC1 in two-layer networks"
+DANG = "Dang et al. (2023): neural collapse in deep linear networks"
 SECTIONS: Sequence[tuple[str, str, Callable[[Sweep, Gallery], str]]] = (
-    ("Galanti, Galanti & Ben-Shaul (2023)", "repro_depth", galanti_depth),
-    ("Galanti, Galanti & Ben-Shaul (2023)", "repro_label_noise", galanti_noise),
-    ("Galanti, Galanti & Ben-Shaul (2023)", "repro_bound", galanti_bound),
-    ("", "repro_terminal_phase", papyan),
-    (
-        "Kothapalli & Tirer (2024): kernel vs kernel NC1 in two-layer networks",
-        "kernels_repro_balanced",
-        kothapalli_balanced,
-    ),
-    (
-        "Kothapalli & Tirer (2024): kernel vs kernel NC1 in two-layer networks",
-        "kernels_repro_imbalanced",
-        kothapalli_imbalanced,
-    ),
-    (
-        "Dang et al. (2023): neural collapse in deep linear networks",
-        "repro_deep_linear",
-        lambda sweep, gallery: dang_network(sweep, gallery, imbalanced=False),
-    ),
-    (
-        "Dang et al. (2023): neural collapse in deep linear networks",
-        "repro_deep_linear_imbalanced",
-        lambda sweep, gallery: dang_network(sweep, gallery, imbalanced=True),
-    ),
+    (GALANTI, "repro_depth", galanti_depth),
+    (GALANTI, "repro_label_noise", galanti_noise),
+    (GALANTI, "repro_bound", galanti_bound),
+    ("", "repro_terminal_phase", papyan),  # its section carries its own heading
+    (KOTHAPALLI, "kernels_repro_balanced", kothapalli_balanced),
+    (KOTHAPALLI, "kernels_repro_imbalanced", kothapalli_imbalanced),
+    (DANG, "ufm_balanced_quick", partial(dang_ufm, imbalanced=False)),
+    (DANG, "ufm_imbalanced_quick", partial(dang_ufm, imbalanced=True)),
+    (DANG, "repro_deep_linear", partial(dang_network, imbalanced=False)),
+    (DANG, "repro_deep_linear_imbalanced", partial(dang_network, imbalanced=True)),
 )
+"""(page heading, sweep directory under OUT_DIR, section writer), in page order."""
 
 INTRO = """# Reproductions
 

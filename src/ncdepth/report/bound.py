@@ -145,7 +145,7 @@ def bound_figure(table: pd.DataFrame) -> Figure:
             ax.set_xticks(p_values, [format_value(p) for p in p_values])
             ax.grid(alpha=0.3)
         axes[i, 0].set_ylabel("error")
-    spread = spread_handle(table["test_error_count"], colour=test_colour)
+    spread = spread_handle(table["test_error_count"], colour=test_colour, std_band=True)
     handles = [*axes[0, 0].get_legend_handles_labels()[0], spread]
     figure.legend(handles=handles, loc="outside lower center", ncol=3, fontsize="small")
     figure.suptitle("Generalization bound from the effective depths (Galanti et al. 2023)", fontsize=10)

@@ -3,8 +3,8 @@
 Each job writes ``kernels.csv`` into its run directory (a directory holding ``.hydra/config.yaml``)
 with the columns :data:`ncdepth.rundir.KERNELS_COLUMNS`. A run without a readable
 ``kernels.csv`` is *failed* (listed with its reason in ``kernels_runs.csv``, never fatal). The
-figures, from the ``nc1_trace_ratio`` rows, averaged over seeds (mean and a band of one standard
-deviation, ddof=1, as the legend says; :mod:`ncdepth.report.style`):
+figures, from the ``nc1_trace_ratio`` rows, averaged over seeds (mean and a band from the lowest to the
+highest seed, as the legend says; :mod:`ncdepth.report.style`):
 
 * ``kernels_nc1_vs_d0``: ``log10 NC1`` against ``d0`` for balanced class sizes, one panel per
   ``(num_classes, n)``, one curve per quantity (data, NNGP, NTK, adaptive kernel, trained net);
@@ -226,15 +226,14 @@ def _row_of_panels(count: int) -> tuple[Figure, list[Axes]]:
 
 
 def _band(ax: Axes, curve: pd.DataFrame, x: str, quantity: str) -> None:
-    """Mean line and a one-std band of ``curve`` (from :func:`seed_mean`) against its column ``x``,
-    in the quantity's colour (fixed across figures for :data:`QUANTITY_ORDER`)."""
+    """Mean line and the seeds' min-max band of ``curve`` (from :func:`seed_mean`) against its column
+    ``x``, in the quantity's colour (fixed across figures for :data:`QUANTITY_ORDER`)."""
     curve = curve.sort_values(x)
-    spread = curve["std"].fillna(0.0)
     known = quantity in QUANTITY_ORDER
     colour = QUANTITY_COLOURS(QUANTITY_ORDER.index(quantity) if known else QUANTITY_COLOURS.N - 1)
     style = ":" if quantity == "fcn_init" else "-"
     ax.plot(curve[x], curve["mean"], style, marker="o", markersize=3, color=colour, label=quantity)
-    ax.fill_between(curve[x], curve["mean"] - spread, curve["mean"] + spread, color=colour, alpha=0.15)
+    ax.fill_between(curve[x], curve["min"], curve["max"], color=colour, alpha=0.15)
     ax.grid(alpha=0.3)
 
 

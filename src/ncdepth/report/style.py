@@ -187,9 +187,12 @@ def band(
     ax.grid(alpha=0.3)
 
 
-def spread_handle(counts: pd.Series, error_bar: bool = False, colour: Any = "0.5") -> Artist:
-    """A legend entry saying what the bands (the seeds' range) or error bars (95 % t-interval of the mean)
-    are, over how many seeds (``counts``: the replicates of each point)."""
+def spread_handle(
+    counts: pd.Series, error_bar: bool = False, colour: Any = "0.5", std_band: bool = False
+) -> Artist:
+    """A legend entry saying what the bands (the seeds' range, or one std with ``std_band``) or error
+    bars (95 % t-interval of the mean) are, over how many seeds (``counts``: the replicates of each
+    point)."""
     counts = counts[counts > 0]
     if counts.empty or counts.max() <= 1:
         return Patch(facecolor="none", edgecolor="none", label="one seed per point: no spread")
@@ -205,7 +208,8 @@ def spread_handle(counts: pd.Series, error_bar: bool = False, colour: Any = "0.5
             linestyle="none",
             label=f"95 % t-interval of the mean over {seeds}",
         )
-    return Patch(facecolor=colour, alpha=0.3, label=f"line: mean, band: min–max over {seeds}")
+    spread = "mean ± 1 std" if std_band else "min–max"
+    return Patch(facecolor=colour, alpha=0.3, label=f"line: mean, band: {spread} over {seeds}")
 
 
 def zero_floor(values: Any) -> float | None:
