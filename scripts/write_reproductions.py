@@ -506,6 +506,8 @@ def dang_ufm(sweep: Sweep, gallery: Gallery, imbalanced: bool) -> str:
 GEOMETRY = ("geom_wwt", "geom_hth", "geom_wh")
 FRAME_REACHED = 0.1
 """A head layer has reached the predicted frame when all three distances (in [0, 2]) are at most this."""
+COLLAPSED_WH = 0.9
+"""A head whose final W H̄ distance is at least this is reported as near the all-collapsed critical point."""
 RATIOS = (("minority_w_ratio", "minority_w_ratio_pred"), ("minority_h_ratio", "minority_h_ratio_pred"))
 
 
@@ -555,6 +557,17 @@ def dang_network(sweep: Sweep, gallery: Gallery, imbalanced: bool) -> str:
         markdown_table(pd.DataFrame(rows)),
         f"Layers at the predicted frame: {sum(reached)} of {len(reached)} — {verdict(all(reached))}.",
     ]
+    final_wh = head[(head["epoch"] == last) & (head["metric"] == "geom_wh")]
+    far = sorted(
+        final_wh.groupby("model.depth_linear")["value"].mean().loc[lambda wh: wh >= COLLAPSED_WH].index
+    )
+    if far:
+        parts.append(
+            f"At head depth L = {', '.join(map(str, far))}, W H̄ ends about 1 from its frame (the distance of a "
+            "vanishing product): the head has fallen towards the all-collapsed critical point, the spurious "
+            "minimum that direct UFM optimisation also reaches from plain starts at large M (the UFM sections "
+            "above needed continuation in the decays to avoid it); training has no such continuation."
+        )
     if imbalanced:
         parts.append(
             gallery.figure(
