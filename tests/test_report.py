@@ -335,7 +335,10 @@ def test_ncc_train_error_is_on_a_log_axis_with_the_thresholds(
     assert min(min(line.get_ydata()) for line in ax.get_lines()) == pytest.approx(floor)
     colourbar = next(ax for ax in figure.axes if ax.get_label() == "<colorbar>")
     assert list(colourbar.get_yticks()) == [1, 2, 3, 4]
-    assert legend_texts(figure) == ["ε: effective-depth thresholds", "line: mean, band: min–max over 2–3 seeds"]
+    assert legend_texts(figure) == [
+        "ε: effective-depth thresholds",
+        "line: mean, band: min–max over 2–3 seeds",
+    ]
     assert figure.get_suptitle()
 
 
