@@ -1,17 +1,25 @@
-"""Streaming ``NeuralCollapse`` vs the brute-force float64 reference vs the memory-traffic floor.
+"""``neural_collapse`` and ``NeuralCollapse`` side by side with the memory-traffic floor, a per-class-loop
+analysis, a float64 reference, and (at ``C = 10,000``) per-batch one-hot accumulators.
 
-For each layer width ``d`` and class count ``C``, on the same seeded float32 features (batches of 1,000):
+For each layer width ``d`` and class count ``C``, on the same seeded float32 features (batches of 1,000, also
+held as one ``N x d`` matrix), best of 3 interleaved runs each:
 
-* **ours**: ``NeuralCollapse(C)``: pass 1, ``next_phase()``, pass 2, ``compute()``;
-* **reference**: ``tests/reference_nc.py`` on the whole ``N x d`` matrix (float64, full ``d x d``
-  covariances and a pseudo-inverse), skipped when ``d x d`` does not fit (``d > 4096``);
+* **functional**: ``neural_collapse(H, y, C)`` on the whole matrix;
+* **streaming**: ``NeuralCollapse(C)`` over the batches: pass 1, ``next_phase()``, pass 2, ``compute()``;
 * **floor**: the least work any two-pass method does: read the features twice (a column sum per batch,
-  twice) plus one ``N x d x C`` matrix product (each batch times a ``d x C`` matrix).
+  twice) plus one ``N x d x C`` matrix product (each batch times a ``d x C`` matrix);
+* **loop**: ``per_class_loop_reference.py``, CDNV and NCC accuracy alone by a Python loop over the classes
+  (float32, the whole matrix);
+* **reference**: ``tests/reference_nc.py`` on the whole matrix (float64, full ``d x d`` covariances and a
+  pseudo-inverse), one run, skipped when ``d x d`` does not fit (``d > 4096``).
 
-Both results are checked equal (relative difference; float32 against float64). Peak memory is measured
-above the level at the start of each timed call: ``torch.cuda.max_memory_allocated`` on GPU, the resident
-set's high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs``) on CPU. The features are held in
-memory before timing starts, so neither timing includes generating them.
+Both of ours are checked equal to the reference (relative difference; float32 against float64) and the loop
+to ours. Peak memory is measured above the level at the start of each call: ``torch.cuda.max_memory_allocated``
+on GPU, the resident set's high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs``) on CPU.
+
+A second table times ``NeuralCollapse``'s two passes at ``C = 10,000``, ``d = 256`` against
+``one_hot_reference.py`` (the per-batch one-hot accumulators of ``rhubarbwu/neural-collapse``). The run ends
+with the goals: ours within 3x the floor, faster than the loop at every case, faster than the one-hot passes.
 """
 
 from __future__ import annotations
@@ -21,28 +29,34 @@ import importlib.util
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 from ncdepth.metrics import NeuralCollapse
+from ncdepth.metrics.functional import neural_collapse
 
 BATCH_SIZE = 1_000
 REFERENCE_MAX_DIM = 4_096
 TARGET_RATIO_TO_FLOOR = 3.0
+REPEATS = 3
 SEED = 0
 # Allowed disagreement between float32 streaming and the float64 reference on the same values.
 RELATIVE_TOLERANCE = 1e-4
 COUNT_TOLERANCE = 1e-3  # ncc_acc: a few near-ties may flip under float32 rounding
+LOOP_TOLERANCE = 1e-3  # the per-class loop's cdnv: float32 sums of N_c squared residuals
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
+HERE = Path(__file__).resolve().parent
 
 T = TypeVar("T")
 Batches = list[tuple[Tensor, Tensor]]
@@ -58,6 +72,9 @@ class Case:
     def runs_reference(self) -> bool:
         return self.dim <= REFERENCE_MAX_DIM
 
+    def __str__(self) -> str:
+        return f"d={self.dim}, C={self.num_classes}"
+
 
 @dataclass(frozen=True)
 class Timed:
@@ -67,15 +84,15 @@ class Timed:
     peak_bytes: int | None
 
 
-def load_reference() -> Callable[..., dict[str, float]]:
-    """``reference_neural_collapse`` from ``tests/reference_nc.py`` (tests/ is not a package)."""
-    path = Path(__file__).resolve().parents[1] / "tests" / "reference_nc.py"
-    spec = importlib.util.spec_from_file_location("reference_nc", path)
+def load_module(path: Path) -> ModuleType:
+    """Import a file as a module (neither tests/ nor benchmarks/ is a package)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import the reference implementation {path}")
+        raise ImportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module.reference_neural_collapse
+    return module
 
 
 def cases(quick: bool, device: str) -> list[Case]:
@@ -89,30 +106,35 @@ def cases(quick: bool, device: str) -> list[Case]:
 
 
 def samples_that_fit(target: int, dim: int, device: str) -> int:
-    """``target`` rounded down to whole batches, or fewer so that the float32 features plus the reference's
-    float64 copies (about ``28 d`` bytes a sample) stay under half the free memory."""
+    """``target`` rounded down to whole batches, or fewer so that the float32 features (batches and one
+    matrix) plus the reference's float64 copies (about ``32 d`` bytes a sample) stay under half the free
+    memory."""
     free = torch.cuda.mem_get_info()[0] if device == "cuda" else os.sysconf("SC_AVPHYS_PAGES") * PAGE_SIZE
-    bytes_per_sample = (4 + (24 if dim <= REFERENCE_MAX_DIM else 0)) * dim
+    bytes_per_sample = (8 + (24 if dim <= REFERENCE_MAX_DIM else 0)) * dim
     fits = int(0.5 * free // bytes_per_sample)
     return max(BATCH_SIZE, min(target, fits) // BATCH_SIZE * BATCH_SIZE)
 
 
-def synthetic_batches(case: Case, device: str) -> tuple[Batches, Tensor]:
-    """Seeded float32 batches ``h = mu_y + noise`` (``mu_c ~ N(0, 0.1^2 I)``, unit noise, uniform labels)
-    and the ``(C, d)`` means; batch ``b`` comes from its own generator seeded ``SEED + 1 + b``."""
+def synthetic_batches(case: Case, device: str, *, balanced: bool = False) -> tuple[Batches, Tensor]:
+    """Seeded float32 batches ``h = mu_y + noise`` (``mu_c ~ N(0, 0.1^2 I)``, unit noise) and the ``(C, d)``
+    means; batch ``b`` comes from its own generator seeded ``SEED + 1 + b``. Labels are uniform, or with
+    ``balanced`` sample ``i`` has label ``i mod C`` (every class present once ``N >= C``)."""
     means = 0.1 * torch.randn(
         case.num_classes, case.dim, generator=torch.Generator().manual_seed(SEED), dtype=torch.float32
     )
     batches = []
     for index in range(case.num_samples // BATCH_SIZE):
         generator = torch.Generator().manual_seed(SEED + 1 + index)
-        labels = torch.randint(0, case.num_classes, (BATCH_SIZE,), generator=generator)
+        if balanced:
+            labels = torch.arange(index * BATCH_SIZE, (index + 1) * BATCH_SIZE) % case.num_classes
+        else:
+            labels = torch.randint(0, case.num_classes, (BATCH_SIZE,), generator=generator)
         features = means[labels] + torch.randn(BATCH_SIZE, case.dim, generator=generator)
         batches.append((features.to(device), labels.to(device)))
     return batches, means.to(device)
 
 
-def ours(batches: Batches, num_classes: int) -> dict[str, float]:
+def streaming(batches: Batches, num_classes: int) -> dict[str, float]:
     """Both streaming passes over ``batches`` and the final metrics."""
     metric = NeuralCollapse(num_classes).to(batches[0][0].device)
     for features, labels in batches:
@@ -124,12 +146,13 @@ def ours(batches: Batches, num_classes: int) -> dict[str, float]:
 
 
 def floor(batches: Batches, directions: Tensor) -> None:
-    """Read every batch twice, then one ``(B, d) x (d, C)`` product per batch."""
+    """Read every batch twice, then one ``(C, d) x (d, B)`` product per batch (``directions`` ``(C, d)``; on
+    CPU this layout of the skinny product is up to 2.5x faster than ``(B, d) x (d, C)``)."""
     for _ in range(2):
         for features, _labels in batches:
             features.sum(0)
     for features, _labels in batches:
-        features @ directions
+        directions @ features.T
     synchronize(directions.device)
 
 
@@ -197,21 +220,32 @@ def peak_memory(device: str) -> Iterator[list[int | None]]:
         yield box
 
 
-def best_time(function: Callable[[], T], device: str, repeats: int) -> tuple[T, float]:
-    """The result of ``function`` and its best wall time over ``repeats`` calls."""
-    best, result = math.inf, None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        synchronize(torch.device(device))
-        best = min(best, time.perf_counter() - start)
-    return result, best
+def clocked(function: Callable[[], T], device: torch.device) -> tuple[T, float]:
+    """``function()`` and its wall seconds, device work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = function()
+    synchronize(device)
+    return result, time.perf_counter() - start
+
+
+def best_interleaved(
+    functions: dict[str, Callable[[], object]], device: str
+) -> tuple[dict, dict[str, float]]:
+    """Each function's last result and its best wall time over :data:`REPEATS` rounds, the functions
+    taking turns within a round (so load on a shared machine falls on all of them alike)."""
+    results, best = {}, dict.fromkeys(functions, math.inf)
+    for _ in range(REPEATS):
+        for name, function in functions.items():
+            results[name], seconds = clocked(function, torch.device(device))
+            best[name] = min(best[name], seconds)
+    return results, best
 
 
 def timed_with_peak(function: Callable[[], T], device: str) -> tuple[T, Timed]:
     """One call of ``function``: its result, wall time and peak memory."""
     with peak_memory(device) as box:
-        result, seconds = best_time(function, device, repeats=1)
+        result, seconds = clocked(function, torch.device(device))
     return result, Timed(seconds, box[0])
 
 
@@ -232,85 +266,234 @@ def check_equal(got: dict[str, float], expected: dict[str, float], case: Case) -
     return worst
 
 
+def check_loop(loop: dict[str, float], ours: dict[str, float], case: Case) -> None:
+    """The per-class loop must find our ``cdnv`` (to float32 rounding) and ``ncc_acc``."""
+    if abs(loop["cdnv"] - ours["cdnv"]) > LOOP_TOLERANCE * abs(ours["cdnv"]):
+        raise RuntimeError(f"{case}: cdnv {loop['cdnv']!r} (loop) vs {ours['cdnv']!r} (ours)")
+    if abs(loop["ncc_acc"] - ours["ncc_acc"]) > COUNT_TOLERANCE:
+        raise RuntimeError(f"{case}: ncc_acc {loop['ncc_acc']!r} (loop) vs {ours['ncc_acc']!r} (ours)")
+
+
 def megabytes(peak: int | None) -> str:
     return "n/a" if peak is None else f"{peak / 2**20:.0f}"
 
 
 @dataclass(frozen=True)
 class Row:
-    """One case's measurements; ``reference`` and ``difference`` are ``None`` when the reference is
-    skipped."""
+    """One case's measurements: best seconds by name (``functional``, ``streaming``, ``floor``, ``loop``),
+    peak memory of ours, and the reference (``None`` when skipped)."""
 
     case: Case
-    ours: Timed
-    floor_seconds: float
+    seconds: dict[str, float]
+    functional_peak: int | None
+    streaming_peak: int | None
     reference: Timed | None
     difference: float | None
 
-    @property
-    def ratio_to_floor(self) -> float:
-        return self.ours.seconds / self.floor_seconds
+    def ratio_to_floor(self, name: str) -> float:
+        return self.seconds[name] / self.seconds["floor"]
+
+    def loop_speedup(self, name: str) -> float:
+        return self.seconds["loop"] / self.seconds[name]
 
     def __str__(self) -> str:
+        t = self.seconds
         if self.reference is None or self.difference is None:
-            reference = f"{'--':>8} {'--':>8}"
+            reference = f"{'--':>7} {'--':>8}"
             reference_memory, difference = "--", "(skipped)"
         else:
-            speedup = self.reference.seconds / self.ours.seconds
-            reference = f"{self.reference.seconds:8.2f} {speedup:8.1f}"
+            speedup = self.reference.seconds / t["streaming"]
+            reference = f"{self.reference.seconds:7.2f} {speedup:8.0f}"
             reference_memory, difference = megabytes(self.reference.peak_bytes), f"{self.difference:.1e}"
         return (
-            f"{self.case.dim:6d} {self.case.num_classes:4d} {self.case.num_samples:6d} | "
-            f"{self.ours.seconds:8.3f} {reference} | {self.floor_seconds:8.3f} {self.ratio_to_floor:10.2f} | "
-            f"{megabytes(self.ours.peak_bytes):>8} {reference_memory:>8} | {difference:>12}"
+            f"{self.case.dim:5d} {self.case.num_classes:3d} {self.case.num_samples:6d} | "
+            f"{t['functional']:7.3f} {t['streaming']:7.3f} {t['floor']:7.3f} "
+            f"{self.ratio_to_floor('functional'):6.2f} {self.ratio_to_floor('streaming'):6.2f} | "
+            f"{t['loop']:7.3f} {self.loop_speedup('functional'):6.2f} {self.loop_speedup('streaming'):6.2f} | "
+            f"{reference} | {megabytes(self.functional_peak):>5} {megabytes(self.streaming_peak):>5} "
+            f"{reference_memory:>6} | {difference:>8}"
         )
 
 
 HEADER = (
-    f"{'d':>6} {'C':>4} {'N':>6} | {'ours s':>8} {'ref s':>8} {'ref/ours':>8} | {'floor s':>8} "
-    f"{'ours/floor':>10} | {'ours MiB':>8} {'ref MiB':>8} | {'max rel diff':>12}"
+    f"{'d':>5} {'C':>3} {'N':>6} | {'func s':>7} {'strm s':>7} {'floor s':>7} {'func/':>6} {'strm/':>6} | "
+    f"{'loop s':>7} {'loop/':>6} {'loop/':>6} | {'ref s':>7} {'ref/strm':>8} | {'MiB':>5} {'MiB':>5} "
+    f"{'MiB':>6} | {'max rel':>8}\n"
+    f"{'':>5} {'':>3} {'':>6} | {'':>7} {'':>7} {'':>7} {'floor':>6} {'floor':>6} | "
+    f"{'':>7} {'func':>6} {'strm':>6} | {'':>7} {'':>8} | {'func':>5} {'strm':>5} {'ref':>6} | {'diff':>8}"
 )
 
 
-def measure(case: Case, device: str, reference: Callable[..., dict[str, float]]) -> Row:
-    """Time ours (best of 3, then one more call for its peak memory), the floor (best of 3) and, where
-    ``d x d`` fits, the reference (one call), and check that ours equals the reference."""
+def measure(case: Case, device: str, modules: dict[str, ModuleType]) -> Row:
+    """Time ours (both APIs), the floor and the loop (best of 3, interleaved), then one more call of each of
+    ours for its peak memory and, where ``d x d`` fits, the reference (one call); check the results."""
     batches, means = synthetic_batches(case, device)
-    directions = means.T.contiguous()
-    ours(batches[:2], case.num_classes)  # warm-up: first-call allocations and kernels
-    floor(batches[:2], directions)
-    run_ours = partial(ours, batches, case.num_classes)
-    result, ours_seconds = best_time(run_ours, device, repeats=3)
-    ours_timed = Timed(ours_seconds, timed_with_peak(run_ours, device)[1].peak_bytes)
-    _, floor_seconds = best_time(partial(floor, batches, directions), device, repeats=3)
-    if not case.runs_reference:
-        return Row(case, ours_timed, floor_seconds, None, None)
     features = torch.cat([f for f, _ in batches])
     labels = torch.cat([y for _, y in batches])
+    directions = means.contiguous()
+    loop = modules["loop"].per_class_loop_cdnv_ncc
+    functions = {
+        "functional": partial(neural_collapse, features, labels, case.num_classes),
+        "streaming": partial(streaming, batches, case.num_classes),
+        "floor": partial(floor, batches, directions),
+        "loop": partial(loop, features, labels, case.num_classes),
+    }
+    streaming(batches[:2], case.num_classes)  # warm-up: first-call allocations and kernels
+    neural_collapse(features[:BATCH_SIZE], labels[:BATCH_SIZE], case.num_classes)
+    floor(batches[:2], directions)
+    results, seconds = best_interleaved(functions, device)
+    functional_peak = timed_with_peak(functions["functional"], device)[1].peak_bytes
+    streaming_peak = timed_with_peak(functions["streaming"], device)[1].peak_bytes
+    check_loop(results["loop"], results["streaming"], case)
+    if not case.runs_reference:
+        return Row(case, seconds, functional_peak, streaming_peak, None, None)
     expected, reference_timed = timed_with_peak(
-        partial(reference, features, labels, case.num_classes), device
+        partial(modules["reference"].reference_neural_collapse, features, labels, case.num_classes), device
     )
-    return Row(case, ours_timed, floor_seconds, reference_timed, check_equal(result, expected, case))
+    difference = max(check_equal(results[name], expected, case) for name in ("functional", "streaming"))
+    return Row(case, seconds, functional_peak, streaming_peak, reference_timed, difference)
+
+
+# ------------------------------------------------------------------ many classes: one-hot accumulators
+@dataclass(frozen=True)
+class PassTimes:
+    """Best seconds of pass 1, ``next_phase()`` (ours) and pass 2, for ours and the one-hot reference."""
+
+    case: Case
+    ours: tuple[float, float, float]
+    one_hot: tuple[float, float]
+
+    @property
+    def speedup(self) -> float:
+        """One-hot pass 1 + pass 2 over ours."""
+        return sum(self.one_hot) / (self.ours[0] + self.ours[2])
+
+    def __str__(self) -> str:
+        pass1, next_phase, pass2 = self.ours
+        return (
+            f"{self.case.num_classes:6d} {self.case.dim:4d} {self.case.num_samples:6d} | {pass1:7.3f} "
+            f"{next_phase:7.3f} {pass2:7.3f} | {self.one_hot[0]:7.3f} {self.one_hot[1]:7.3f} | "
+            f"{self.speedup:8.2f}"
+        )
+
+
+PASS_HEADER = (
+    f"{'C':>6} {'d':>4} {'N':>6} | {'pass 1':>7} {'next':>7} {'pass 2':>7} | {'1-hot 1':>7} {'1-hot 2':>7} | "
+    f"{'1-hot/ours':>8}"
+)
+
+
+def one_hot_case(quick: bool, device: str) -> Case:
+    """``C = 10,000``, ``d = 256``, balanced labels, 20,000 samples (100,000 on GPU; ``--quick``: ``C = 1,000``,
+    ``d = 64``, 3,000 samples)."""
+    if quick:
+        return Case(64, 1_000, 3_000)
+    return Case(256, 10_000, 100_000 if device == "cuda" else 20_000)
+
+
+def streaming_passes(batches: Batches, num_classes: int) -> tuple[NeuralCollapse, tuple[float, float, float]]:
+    """``NeuralCollapse`` after both passes, and the seconds of pass 1, ``next_phase()`` and pass 2."""
+    device = batches[0][0].device
+    metric = NeuralCollapse(num_classes).to(device)
+
+    def one_pass() -> None:
+        for features, labels in batches:
+            metric.update(features, labels)
+
+    _, pass1 = clocked(one_pass, device)
+    _, next_phase = clocked(metric.next_phase, device)
+    _, pass2 = clocked(one_pass, device)
+    return metric, (pass1, next_phase, pass2)
+
+
+def one_hot_passes(
+    batches: Batches, num_classes: int, module: ModuleType
+) -> tuple[dict, tuple[float, float]]:
+    """The one-hot reference's pass-2 results and the seconds of its two passes."""
+    device = batches[0][0].device
+    (means, counts), pass1 = clocked(partial(module.one_hot_pass_one, batches, num_classes), device)
+    result, pass2 = clocked(partial(module.one_hot_pass_two, batches, means, counts), device)
+    return result, (pass1, pass2)
+
+
+def measure_passes(case: Case, device: str, module: ModuleType) -> PassTimes:
+    """Best of 3 interleaved runs of both; checks that they agree on ``Sigma_W`` and ``ncc_acc``."""
+    batches, _ = synthetic_batches(case, device, balanced=True)
+    streaming_passes(batches[: math.ceil(case.num_classes / BATCH_SIZE)], case.num_classes)  # warm-up
+    best_ours, best_one_hot = (math.inf,) * 3, (math.inf,) * 2
+    for _ in range(REPEATS):
+        metric, ours = streaming_passes(batches, case.num_classes)
+        reference, one_hot = one_hot_passes(batches, case.num_classes, module)
+        best_ours = tuple(map(min, best_ours, ours))
+        best_one_hot = tuple(map(min, best_one_hot, one_hot))
+    within = metric.within_class_covariance("features").float()
+    error = float((within - reference["within_covariance"]).norm() / within.norm())
+    ncc_acc = metric.compute()["features"]["ncc_acc"]
+    if error > RELATIVE_TOLERANCE or abs(ncc_acc - reference["ncc_acc"]) > COUNT_TOLERANCE:
+        raise RuntimeError(f"{case}: one-hot reference disagrees (Sigma_W {error:.1e}, ncc_acc {ncc_acc})")
+    return PassTimes(case, best_ours, best_one_hot)
+
+
+# ------------------------------------------------------------------ the run
+def goals(rows: list[Row], passes: PassTimes, quick: bool) -> list[str]:
+    """One line per goal: the worst case and whether it is met."""
+
+    def verdict(met: bool) -> str:
+        return "MET" if met else "MISSED"
+
+    lines = []
+    for name in ("functional", "streaming"):
+        worst = max(rows, key=lambda row: row.ratio_to_floor(name))
+        ratio = worst.ratio_to_floor(name)
+        lines.append(
+            f"{name} / floor <= {TARGET_RATIO_TO_FLOOR:.0f} at every case: worst {ratio:.2f} ({worst.case}): "
+            f"{verdict(ratio <= TARGET_RATIO_TO_FLOOR)}"
+        )
+    for name in ("functional", "streaming"):
+        worst = min(rows, key=lambda row: row.loop_speedup(name))
+        speedup = worst.loop_speedup(name)
+        lines.append(
+            f"{name} faster than the per-class loop at every case: worst loop/{name} {speedup:.2f} "
+            f"({worst.case}): {verdict(speedup > 1.0)}"
+        )
+    lines.append(
+        f"streaming pass 1 + pass 2 faster than the one-hot accumulators at {passes.case}: one-hot/ours "
+        f"{passes.speedup:.2f}: {verdict(passes.speedup > 1.0)}"
+    )
+    if quick:
+        lines.append("(--quick: a small grid, not the configurations the goals name)")
+    return lines
 
 
 def main(quick: bool = False, device: str = "cpu") -> None:
-    """Print one row per case: times, speed-up over the reference, ratio to the floor, peak memory."""
-    reference = load_reference()
+    """Print one row per case (times, ratios to the floor and to the loop, the reference, peak memory), the
+    one-hot comparison, and the goals."""
+    modules = {
+        "reference": load_module(HERE.parent / "tests" / "reference_nc.py"),
+        "loop": load_module(HERE / "per_class_loop_reference.py"),
+        "one_hot": load_module(HERE / "one_hot_reference.py"),
+    }
     if device == "cuda":
         memory_note = "torch.cuda.max_memory_allocated above the start"
     elif cpu_peak_measurable():
         memory_note = "peak RSS above the start (VmHWM)"
     else:
         memory_note = "not measurable on this OS"
-    print(f"threads={torch.get_num_threads()}  batch={BATCH_SIZE}  features float32  memory: {memory_note}")
+    print(
+        f"threads={torch.get_num_threads()}  batch={BATCH_SIZE}  features float32  best of {REPEATS} "
+        f"interleaved  memory: {memory_note}"
+    )
     print(HEADER)
-    print("-" * len(HEADER))
+    print("-" * len(HEADER.splitlines()[0]))
     rows = []
     for case in cases(quick, device):
-        rows.append(measure(case, device, reference))
+        rows.append(measure(case, device, modules))
         print(rows[-1], flush=True)
-    worst = max(row.ratio_to_floor for row in rows)
-    print(
-        f"reference skipped for d > {REFERENCE_MAX_DIM} (d x d float64 matrices of several GB each); "
-        f"ours/floor worst {worst:.2f} (target <= {TARGET_RATIO_TO_FLOOR:.0f})"
-    )
+    print(f"reference skipped for d > {REFERENCE_MAX_DIM} (d x d float64 matrices of several GB each)\n")
+    print("NeuralCollapse's passes vs one-hot accumulators (seconds, best of 3 interleaved)")
+    print(PASS_HEADER)
+    print("-" * len(PASS_HEADER))
+    passes = measure_passes(one_hot_case(quick, device), device, modules["one_hot"])
+    print(passes, "\n")
+    for line in goals(rows, passes, quick):
+        print(line)

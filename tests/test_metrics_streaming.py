@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
+import ncdepth.metrics.stats as stats_module
 from ncdepth.metrics import NeuralCollapse
 from ncdepth.metrics import functional as F
 
@@ -130,6 +131,20 @@ def test_any_batching_and_order_equals_one_batch(dim: int, seed: int) -> None:
     assert_same_metrics(streamed, one_batch, rel=1e-12)
     functional = F.neural_collapse(features, labels, NUM_CLASSES, weight=weight, bias=bias)
     assert_same_metrics(streamed, functional, rel=1e-12)
+
+
+@pytest.mark.parametrize("dim", [24, 3], ids=["projected scatter", "full scatter"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_blocks_of_rows_change_nothing(dim: int, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both passes go over a batch in blocks of rows (``stats.BLOCK_ELEMENTS``): blocks of one row in pass 1
+    and of ``K`` rows in pass 2, the last one ragged, give the result of one block."""
+    features, labels = clustered(601, dim)
+    features = features.to(dtype)
+    weight, bias = classifier(dim)
+    whole = F.neural_collapse(features, labels, NUM_CLASSES, weight=weight, bias=bias)
+    monkeypatch.setattr(stats_module, "BLOCK_ELEMENTS", 1)
+    blocked = F.neural_collapse(features, labels, NUM_CLASSES, weight=weight, bias=bias)
+    assert_same_metrics(blocked, whole, rel=1e-12 if dtype == torch.float64 else 1e-6)
 
 
 def test_layers_together_equal_each_layer_alone() -> None:

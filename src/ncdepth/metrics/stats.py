@@ -42,11 +42,20 @@ The projected path takes ``(h - o).(nu_k - o) = (h - hi_y).(nu_k - o) + (hi_y - 
 term from the batch's projections, the second from a ``C x C`` float64 table. The full path (``C > d``) takes
 the ``B x d x C`` product of ``h - o`` with the centres directly, in blocks of :data:`NCC_BLOCK_ELEMENTS`
 scores, keeping a running minimum: nothing of size ``C x C`` or ``B x C`` is formed.
+
+**One read of each block.** Both passes go over a batch in blocks of rows, on CPU small enough to stay in
+cache (:data:`BLOCK_ELEMENTS`), held in two buffers reused from block to block, so nothing of size ``B x d``
+is allocated. Pass 2 reads each block of features once: it writes the residuals ``e = h - hi_y`` into the
+first buffer (working precision), multiplies them by the ``K x d`` directions (one product per block, into
+the ``K x B`` projections), and copies them to the second (float64, exact) for ``R_c``, ``Q_c`` and the full
+scatter. The residual norms are not taken as ``||h||^2 - 2 h.hi_y + ||hi_y||^2`` from the product: in float32
+that cancels catastrophically once the classes collapse.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +64,11 @@ from torch import Tensor
 POOLING = ("flatten", "avg")
 # The full-path NCC scores are formed in blocks of at most this many (B x block) entries: 16 MiB of float32.
 NCC_BLOCK_ELEMENTS = 2**22
+# Per-batch work goes over blocks of rows of about this many features. On CPU a block's centred copy
+# (float32) and its float64 copy, 3 MiB together, stay in a core's L2 cache while the block is read again;
+# a GPU wants few, large kernels (a batch is one block up to 2**26 / B features a sample; 768 MiB of buffers).
+BLOCK_ELEMENTS = 2**18
+ACCELERATOR_BLOCK_ELEMENTS = 2**26
 
 
 def work_dtype(x: Tensor) -> torch.dtype:
@@ -83,16 +97,34 @@ def flatten_features(features: Tensor, pool: str = "flatten") -> Tensor:
 def add_class_sums(counts: Tensor, sums: Tensor, h: Tensor, labels: Tensor) -> None:
     """Pass 1 of one batch, in place: ``counts`` ``(C,)`` += ``N_c``, ``sums`` ``(C, d)`` += ``S_c``, float64.
 
-    Labels outside ``0..C-1`` are left out (they are counted by :func:`count_invalid_labels`). The batch is
-    converted to float64 (``B x d``) and added row by row, so nothing of size ``C x d`` is formed per batch.
-    A NaN or Inf feature makes its class sum non-finite, which is how non-finite features are detected.
+    Each block of rows (:func:`row_blocks`) is converted to float64 in one buffer and added row by row, so
+    nothing of size ``B x d`` or ``C x d`` is formed per batch. A label outside ``0..C-1`` is not counted
+    and its row goes to the sum of the nearest valid class: such labels are counted by
+    :func:`count_invalid_labels` and make ``next_phase()`` and ``class_statistics`` raise before any sum is
+    used. A NaN or Inf feature makes its class sum non-finite, which is how non-finite features are detected.
     """
     num_classes = counts.shape[0]
-    valid = (labels >= 0) & (labels < num_classes)
     index = labels.clamp(0, num_classes - 1)
-    rows = h.to(torch.float64, copy=True).mul_(valid[:, None])
-    sums.index_add_(0, index, rows)
-    counts.index_add_(0, index, valid.to(torch.float64))
+    wide = h.new_empty(block_rows(h), h.shape[1], dtype=torch.float64)
+    for rows in row_blocks(h):
+        sums.index_add_(0, index[rows], wide[: rows.stop - rows.start].copy_(h[rows]))
+    counts.index_add_(0, index, ((labels >= 0) & (labels < num_classes)).to(torch.float64))
+
+
+def block_rows(h: Tensor, min_rows: int = 1) -> int:
+    """The rows of a block of the ``(B, d)`` batch ``h``: as many as :data:`BLOCK_ELEMENTS` features allow
+    (:data:`ACCELERATOR_BLOCK_ELEMENTS` off the CPU), but at least ``min_rows`` (and one), at most ``B``.
+    Pass 2 asks for at least ``K`` rows, the number of directions each block is multiplied by, so that
+    reading the ``K x d`` directions costs no more than reading the block."""
+    rows, dim = h.shape
+    elements = BLOCK_ELEMENTS if h.device.type == "cpu" else ACCELERATOR_BLOCK_ELEMENTS
+    return max(1, min(rows, max(min_rows, elements // max(dim, 1))))
+
+
+def row_blocks(h: Tensor, min_rows: int = 1) -> list[slice]:
+    """Consecutive slices of the rows of ``h``, :func:`block_rows` each (the last one may be shorter)."""
+    rows, step = h.shape[0], block_rows(h, min_rows)
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
 def class_sums(h: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
@@ -152,13 +184,15 @@ def check_scatter_fits(dim: int, device: torch.device, layer: str) -> None:
 class Anchors:
     """What pass 2 needs of the pass-1 means of one layer, precomputed once.
 
-    ``means``: ``(C, d)`` float64 pass-1 means ``m_c`` (NaN rows for empty classes); each sample is centred
-    on ``hi_y``, its class's row rounded to the working precision ``dtype``.
+    ``means``: ``(C, d)`` float64 pass-1 means ``m_c`` (NaN rows for empty classes).
+    ``rounded``: ``(C, d)`` ``hi_c``, the means rounded to the working precision ``dtype``, on which each
+    sample is centred.
     ``origin``: ``(d,)`` ``o``, the global mean in the working precision.
     ``basis``: projected path only, ``(d, C)`` orthonormal basis ``T`` of the centred means, in the working
     precision.
-    ``directions``: the ``d x K`` matrix the centred batch is multiplied by. Projected path: ``T``, followed
-    by the ``K`` NCC centres ``nu_k - o`` when they are not the class means; full path: the centres
+    ``directions``: the ``(K, d)`` rows the centred batch is multiplied by (stored as rows: the skinny
+    product ``D E^T`` is up to 2.5x faster than ``E D^T`` on CPU). Projected path: the columns of ``T``,
+    followed by the NCC centres ``nu_k - o`` when they are not the class means; full path: the centres
     ``nu_k - o`` (multiplied by ``h - o``).
     ``centre_table``: projected path: ``(C, K)`` float64 ``||hi_a - nu_k||^2``; full path: ``(K,)``
     ``||nu_k - o||^2`` in the working precision. ``+inf`` for centres never predicted (empty classes).
@@ -167,6 +201,7 @@ class Anchors:
     """
 
     means: Tensor
+    rounded: Tensor
     dtype: torch.dtype
     origin: Tensor
     basis: Tensor | None
@@ -181,10 +216,6 @@ class Anchors:
     @property
     def full(self) -> bool:
         return self.basis is None
-
-    def centres_of(self, labels: Tensor) -> Tensor:
-        """``hi_y`` for each label, ``(B, d)`` in the working precision."""
-        return self.means.index_select(0, labels).to(self.dtype)
 
 
 def make_anchors(
@@ -203,6 +234,7 @@ def make_anchors(
     """
     empty = counts == 0
     means = (sums / counts.clamp(min=1)[:, None]).masked_fill(empty[:, None], float("nan"))
+    rounded = means.to(dtype)
     origin = (sums.sum(0) / counts.sum().clamp(min=1)).to(dtype)
     o64 = origin.double()
     own = ncc_centres is None
@@ -215,20 +247,19 @@ def make_anchors(
     centres = centres.to(dtype)  # nu_k - o as the batch sees it
     if full_scatter:
         table = centres.double().square().sum(1).masked_fill(absent, float("inf")).to(dtype)
-        directions = centres.T.contiguous()
-        return Anchors(means, dtype, origin, None, directions, table, None)
+        return Anchors(means, rounded, dtype, origin, None, centres.contiguous(), table, None)
     centred = (means - o64).masked_fill(empty[:, None], 0.0)
     basis = torch.linalg.qr(centred.T).Q.to(dtype)  # orthonormal, d x C
-    shifted = means.to(dtype).double().nan_to_num() - o64  # hi_a - o
+    shifted = rounded.double().nan_to_num() - o64  # hi_a - o
     nu = centres.double()
     table = (shifted.square().sum(1)[:, None] + nu.square().sum(1) - 2.0 * shifted @ nu.T).clamp(min=0.0)
     table = table.masked_fill(absent[None, :], float("inf"))
     if own:
         b64 = basis.double()
         coefficients = torch.linalg.solve(b64.T @ b64, b64.T @ nu.T)
-        return Anchors(means, dtype, origin, basis, basis, table, coefficients)
-    directions = torch.cat([basis, centres.T], 1).contiguous()
-    return Anchors(means, dtype, origin, basis, directions, table, None)
+        return Anchors(means, rounded, dtype, origin, basis, basis.T.contiguous(), table, coefficients)
+    directions = torch.cat([basis.T, centres]).contiguous()
+    return Anchors(means, rounded, dtype, origin, basis, directions, table, None)
 
 
 @dataclass(frozen=True)
@@ -262,40 +293,82 @@ def second_pass(h: Tensor, labels: Tensor, anchors: Anchors, sums: PassTwoSums) 
     """Pass 2 of one batch: add its contributions to ``sums`` and return the ``(B,)`` int64 nearest-centre
     prediction of each sample (see the module docstring for the NCC scores).
 
-    Work per batch: the ``B x d x C`` product (projected: ``z = (h - hi_y) T``; full: ``(h - o)`` times the
-    centres, in blocks) plus ``O(B d)`` (projected) or ``O(B d^2)`` (full, ``d < C``) more; nothing scales
-    with ``C x d``.
+    Work per batch: the ``B x d x K`` product (projected: ``z = (h - hi_y) T``; full: ``(h - o)`` times the
+    centres, in blocks) plus ``O(B d)`` (projected) or ``O(B d^2)`` (full, ``d < C``) more, over blocks of
+    rows (``_residual_blocks``); nothing scales with ``C x d``, and on CPU nothing of size ``B x d`` is
+    allocated.
     """
-    num_classes = anchors.num_classes
-    index = labels.clamp(0, num_classes - 1)  # out-of-range labels were rejected after pass 1
-    diff = torch.sub(h, anchors.centres_of(index))
-    d64 = diff.double()
-    sums.offsets.index_add_(0, index, d64)
-    sums.within_sq.index_add_(0, index, d64.square().sum(1))
+    index = labels.clamp(0, anchors.num_classes - 1)  # out-of-range labels were rejected after pass 1
     if anchors.full:
-        sums.scatter.addmm_(d64.T, d64)
-        prediction = _nearest_centres(h - anchors.origin, anchors.directions, anchors.centre_table)
+        prediction = _full_pass(h, index, anchors, sums)
     else:
-        projections = (diff @ anchors.directions).double()
-        own = projections[:, :num_classes]
-        sums.scatter.addmm_(own.T, own)
-        to_centres = (
-            own @ anchors.coefficients if anchors.coefficients is not None else projections[:, num_classes:]
-        )
-        prediction = torch.add(anchors.centre_table[index], to_centres, alpha=-2.0).argmin(1)
+        prediction = _projected_pass(h, index, anchors, sums)
     sums.ncc_correct.index_add_(0, index, (prediction == labels).to(torch.float64))
     return prediction
 
 
+def _residual_blocks(h: Tensor, index: Tensor, anchors: Anchors) -> Iterator[tuple[slice, Tensor, Tensor]]:
+    """For each block of rows (:func:`row_blocks`, at least as many rows as there are directions): its slice,
+    the residuals ``e = h - hi_y`` in the working precision and ``e`` in float64 (exact: a float32 value
+    converts exactly).
+
+    Two buffers of one block each serve every block (one, shared by both, for float64 inputs), so a block's
+    tensors hold until the next block is made.
+    """
+    min_rows = anchors.directions.shape[0]
+    centred = h.new_empty(block_rows(h, min_rows), h.shape[1])
+    wide = centred if h.dtype == torch.float64 else torch.empty_like(centred, dtype=torch.float64)
+    for block in row_blocks(h, min_rows):
+        size = block.stop - block.start
+        residual = torch.index_select(anchors.rounded, 0, index[block], out=centred[:size])
+        torch.sub(h[block], residual, out=residual)
+        yield block, residual, residual if wide is centred else wide[:size].copy_(residual)
+
+
+def _projected_pass(h: Tensor, index: Tensor, anchors: Anchors, sums: PassTwoSums) -> Tensor:
+    """``d >= C``: the ``(K, B)`` products ``D e`` of the directions with the residuals, block by block;
+    then, once per batch, the scatter ``P += z z^T`` of their first ``C`` rows ``z = T^T e`` and the
+    nearest centres ``argmin_k ||hi_y - nu_k||^2 - 2 e.(nu_k - o)``."""
+    num_classes = anchors.num_classes
+    products = h.new_empty(anchors.directions.shape[0], h.shape[0])
+    for block, residual, exact in _residual_blocks(h, index, anchors):
+        torch.mm(anchors.directions, residual.T, out=products[:, block])
+        _add_residuals(sums, index[block], exact)
+    products = products.double().T
+    own = products[:, :num_classes]
+    sums.scatter.addmm_(own.T, own)
+    to_centres = own @ anchors.coefficients if anchors.coefficients is not None else products[:, num_classes:]
+    return torch.add(anchors.centre_table.index_select(0, index), to_centres, alpha=-2.0).argmin(1)
+
+
+def _full_pass(h: Tensor, index: Tensor, anchors: Anchors, sums: PassTwoSums) -> Tensor:
+    """``d < C``: per block, the ``d x d`` scatter ``S += e^T e`` in float64, then ``h - o`` in the residuals'
+    buffer for the nearest centres ``argmin_k ||nu_k - o||^2 - 2 (h - o).(nu_k - o)``."""
+    prediction = torch.empty_like(index)
+    for block, residual, exact in _residual_blocks(h, index, anchors):
+        sums.scatter.addmm_(exact.T, exact)
+        _add_residuals(sums, index[block], exact)
+        shifted = torch.sub(h[block], anchors.origin, out=residual)
+        prediction[block] = _nearest_centres(shifted, anchors.directions, anchors.centre_table)
+    return prediction
+
+
+def _add_residuals(sums: PassTwoSums, index: Tensor, exact: Tensor) -> None:
+    """``R_c += sum_{y_i=c} e_i`` and ``Q'_c += sum_{y_i=c} ||e_i||^2`` from the float64 residuals
+    ``exact`` (the norm, one read of the block, squared again: within 2 float64 ulps)."""
+    sums.offsets.index_add_(0, index, exact)
+    sums.within_sq.index_add_(0, index, torch.linalg.vector_norm(exact, dim=1).square_())
+
+
 def _nearest_centres(shifted: Tensor, centres: Tensor, squared_norms: Tensor) -> Tensor:
-    """``argmin_k ||c_k||^2 - 2 x.c_k`` for each row ``x`` of ``shifted`` (``(B, d)``) and column ``c_k`` of
-    ``centres`` (``(d, K)``), over blocks of columns (first index on ties)."""
-    rows, total = shifted.shape[0], centres.shape[1]
+    """``argmin_k ||c_k||^2 - 2 x.c_k`` for each row ``x`` of ``shifted`` (``(B, d)``) and row ``c_k`` of
+    ``centres`` (``(K, d)``), over blocks of centres (first index on ties)."""
+    rows, total = shifted.shape[0], centres.shape[0]
     block = max(1, NCC_BLOCK_ELEMENTS // max(rows, 1))
     best_value = best_index = None
     for start in range(0, total, block):
         scores = torch.addmm(
-            squared_norms[start : start + block], shifted, centres[:, start : start + block], alpha=-2.0
+            squared_norms[start : start + block], shifted, centres[start : start + block].T, alpha=-2.0
         )
         index = scores.argmin(1)
         value = scores.gather(1, index[:, None])[:, 0]
@@ -355,7 +428,7 @@ def finalize(
     """
     empty = counts == 0
     shift = (sums.offsets / counts.clamp(min=1)[:, None]).masked_fill(empty[:, None], 0.0)
-    means = (anchors.means.to(anchors.dtype).double() + shift).masked_fill(empty[:, None], float("nan"))
+    means = (anchors.rounded.double() + shift).masked_fill(empty[:, None], float("nan"))
     within_sq = sums.within_sq - counts * shift.square().sum(1)
     weighted = shift * counts[:, None]
     if anchors.full:
