@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities.distributed import gather_all_tensors
 
 from ncdepth.metrics.functional import (
     EMPTY_CLASS_POLICIES,
@@ -22,6 +21,7 @@ from ncdepth.metrics.stats import (
     Anchors,
     ClassStatistics,
     PassTwoSums,
+    Workspace,
     add_class_sums,
     check_scatter_fits,
     class_counts,
@@ -29,6 +29,7 @@ from ncdepth.metrics.stats import (
     finalize,
     flatten_features,
     make_anchors,
+    scatter_shape,
     second_pass,
     uses_full_scatter,
 )
@@ -64,9 +65,9 @@ class NeuralCollapse(Metric):
     :meth:`update` that sees them; checks that need values (NaN/Inf features, labels out of range, empty
     classes, pass 2 not matching pass 1) raise ``ValueError`` at :meth:`next_phase` or :meth:`compute`,
     naming the layer and saying what was seen. Memory per layer is ``O(C d + min(C, d)^2)``: one float64
-    ``C x d`` array (the class sums in pass 1, then the pass-2 offsets in the same memory) and the pass-1
-    means; ``Sigma_W`` is kept only through its projection on the span of the centred class means (``C x C``),
-    which is all that ``Tr(Sigma_W Sigma_B^+)`` needs, or, for layers with ``d < C`` or
+    ``C x d`` array (the class sums in pass 1, freed by :meth:`next_phase`, which keeps the means instead);
+    ``Sigma_W`` is kept only through ``u_k^T Sigma_W u_k`` along the ``C`` eigenvectors ``u_k`` of ``Sigma_B``
+    (fixed by :meth:`next_phase`), which is all that ``Tr(Sigma_W Sigma_B^+)`` needs, or, for layers with ``d < C`` or
     ``d <= full_covariance_max_dim``, as the full ``d x d`` within-class scatter (see
     :meth:`within_class_covariance`). Nothing ``C x C`` is formed when ``C > d``, so ``C`` can be a
     vocabulary. The torchmetrics defaults of the states are 0-dim (:meth:`reset` re-creates the shapes), so
@@ -96,7 +97,7 @@ class NeuralCollapse(Metric):
 
     Numerics: with float32 features, per-batch arithmetic is float32 and every sum is float64; the means are
     removed from each sample before squaring (see :mod:`ncdepth.metrics.stats`). If TF32 matmuls are enabled
-    globally on an Ampere+ GPU, the projected scatter (and hence ``nc1``) carries ~1e-3 relative error.
+    globally on an Ampere+ GPU, the projections (and hence ``nc1``) carry ~1e-3 relative error.
 
     Example:
         >>> import torch
@@ -172,6 +173,7 @@ class NeuralCollapse(Metric):
         self._anchors: dict[str, Anchors] = {}
         self._counts: Tensor | None = None
         self._phase = 1
+        self._workspace = Workspace()
 
     # ------------------------------------------------------------------ state bookkeeping
     @property
@@ -183,8 +185,11 @@ class NeuralCollapse(Metric):
     def layers(self) -> list[str]:
         return list(self._layers)
 
+    def _state_name(self, layer: str, kind: str) -> str:
+        return f"_{kind}_{list(self._layers).index(layer)}"
+
     def _state(self, layer: str, kind: str) -> Tensor:
-        return getattr(self, f"_{kind}_{list(self._layers).index(layer)}")
+        return getattr(self, self._state_name(layer, kind))
 
     def _add_state(self, kind: str, shape: tuple[int, ...], device: torch.device) -> None:
         """A float64 sum of ``shape``, registered with a 0-dim default (torchmetrics keeps a copy of every
@@ -205,18 +210,16 @@ class NeuralCollapse(Metric):
         full = self._full_scatter(layer)
         if full:
             check_scatter_fits(dim, device, layer)
-        side = dim if full else num_classes
         self._add_state("counts", (num_classes,), device)
-        self._add_state("sums", (num_classes, dim), device)  # pass 1: class sums; pass 2: offsets
+        self._add_state("sums", (num_classes, dim), device)  # pass 1 only
         self._add_state("within_sq", (num_classes,), device)
-        self._add_state("scatter", (side, side), device)
+        self._add_state("scatter", scatter_shape(dim, num_classes, full=full), device)
         self._add_state("ncc_correct", (num_classes,), device)
         self._add_state("nc4_disagreements", (), device)
 
     def _pass_two_sums(self, layer: str) -> PassTwoSums:
         """The pass-2 states of a layer (added to in place)."""
         return PassTwoSums(
-            offsets=self._state(layer, "sums"),
             within_sq=self._state(layer, "within_sq"),
             scatter=self._state(layer, "scatter"),
             ncc_correct=self._state(layer, "ncc_correct"),
@@ -290,7 +293,7 @@ class NeuralCollapse(Metric):
     def _first_pass(self, batch: dict[str, Tensor], labels: Tensor) -> None:
         self.invalid_labels += count_invalid_labels(labels, self.num_classes)
         for name, h in batch.items():
-            add_class_sums(self._state(name, "counts"), self._state(name, "sums"), h, labels)
+            add_class_sums(self._state(name, "counts"), self._state(name, "sums"), h, labels, self._workspace)
 
     def _second_pass(self, batch: dict[str, Tensor], labels: Tensor, logits: Tensor | None) -> None:
         self.second_pass_counts += class_counts(labels, self.num_classes)
@@ -298,7 +301,9 @@ class NeuralCollapse(Metric):
         if logits is not None:
             self.logit_rows += labels.shape[0]
         for name, h in batch.items():
-            prediction = second_pass(h, labels, self._anchors[name], self._pass_two_sums(name))
+            prediction = second_pass(
+                h, labels, self._anchors[name], self._pass_two_sums(name), self._workspace
+            )
             if logits is not None and name == self.classifier_layer:
                 disagreements = (logits.to(h.device).argmax(1) != prediction).sum()
                 self._state(name, "nc4_disagreements").add_(disagreements)
@@ -315,7 +320,7 @@ class NeuralCollapse(Metric):
 
     def next_phase(self) -> None:
         """End pass 1: sum the class counts and sums over processes, check them, and fix the means; the
-        memory of the class sums then holds the pass-2 offsets."""
+        class sums are then freed (pass 2 must see the same samples)."""
         if self._phase != 1:
             raise RuntimeError("next_phase() was already called; call reset() to start over")
         if not self._layers:
@@ -340,9 +345,14 @@ class NeuralCollapse(Metric):
             self._anchors[name] = make_anchors(
                 counts, sums, self._dtypes[name], centres, absent, full_scatter=self._full_scatter(name)
             )
-            self._state(name, "sums").zero_()
+            self._release_state(name, "sums")
             self._counts = counts
         self._phase = 2
+
+    def _release_state(self, layer: str, kind: str) -> None:
+        """Replace a per-layer state by a 0-dim zero (:meth:`reset` re-creates its shape)."""
+        name = self._state_name(layer, kind)
+        setattr(self, name, torch.zeros((), dtype=torch.float64, device=getattr(self, name).device))
 
     def _global_first_pass(self) -> dict[str, tuple[Tensor, Tensor]]:
         return {
@@ -354,10 +364,13 @@ class NeuralCollapse(Metric):
         }
 
     def _reduced(self, tensor: Tensor) -> Tensor:
-        """The sum of ``tensor`` over all processes (itself when not distributed)."""
+        """The sum of ``tensor`` over all processes (itself when not distributed), reduced in place of one
+        copy (no ``world x`` gather)."""
         if not (self.dist_sync_on_step or self.sync_on_compute) or not _distributed():
             return tensor
-        return torch.stack(gather_all_tensors(tensor, group=self.process_group)).sum(0)
+        total = tensor.clone()
+        torch.distributed.all_reduce(total, group=self.process_group)
+        return total
 
     def _reference_centres(self) -> dict[str, tuple[Tensor, Tensor]]:
         if self.ncc_reference is None:

@@ -288,44 +288,44 @@ def _class_mean_metrics(
         "nc2_equinorm": float(norms.std() / norms.mean()),
     }
     if num_classes <= dim:
-        gram = centred @ centred.T
-        eigenvalues, vectors = torch.linalg.eigh(gram)
-        directions = centred.T @ vectors / eigenvalues.clamp(min=torch.finfo(torch.float64).tiny).sqrt()
+        gram = smaller = centred @ centred.T
         out.update(_pairs_from_gram(gram[paired][:, paired], variances[paired], num_classes))
         etf = torch.eye(num_classes, dtype=gram.dtype, device=gram.device) - 1.0 / num_classes
         out["nc2_etf"] = float(torch.linalg.matrix_norm(gram / gram.norm() - etf / etf.norm(), ord="fro"))
     else:
-        between = centred.T @ centred
-        eigenvalues, directions = torch.linalg.eigh(between)
+        between = smaller = centred.T @ centred
         out.update(_pairs_in_blocks(centred[paired], variances[paired], num_classes))
         out["nc2_etf"] = _etf_from_between(between, norms_sq.sum(), centred.sum(0), num_classes)
-    out["nc1"] = _nc1(eigenvalues, directions, stats, rtol)
+    out["nc1"] = _nc1(stats, rtol, smaller)
     if weight is not None:
         out["nc3"] = _nc3(weight, centred)
     return out
 
 
-def _nc1(eigenvalues: Tensor, directions: Tensor, stats: ClassStatistics, rtol: float | None) -> float:
+def _nc1(stats: ClassStatistics, rtol: float | None, smaller: Tensor) -> float:
     """``Tr(Sigma_W Sigma_B^+) / C = sum_{k: lambda_k > tol} u_k^T Sigma_W u_k / lambda_k``.
 
-    ``(lambda_k, u_k)``: the eigenpairs of ``B = M~^T M~ = C Sigma_B`` (``u_k`` the columns of
-    ``directions``, ``d``-vectors), from the smaller of ``B`` and ``G = M~ M~^T``, in float64 from the
-    refined means. ``u^T Sigma_W u`` is read from the full scatter, or from the projected one through the
-    coordinates ``a = T^+ u`` of ``u`` in the basis ``T`` the samples were projected on (``u`` lies in its
-    span up to the float32 rounding of ``T``, which is not amplified by the conditioning of ``Sigma_B``).
+    ``(lambda_k, u_k)``: the eigenpairs of ``B = M~^T M~ = C Sigma_B``, in float64 from the means. The
+    projected statistics carry them with ``N u_k^T Sigma_W u_k`` (the samples were projected on ``u_k``);
+    with the full scatter they come from ``smaller``, the smaller of ``B`` and ``G = M~ M~^T``
+    (``u_k = M~^T v_k / sqrt(lambda_k)`` for the eigenvectors ``v_k`` of ``G``).
     """
     num_classes, dim = stats.means.shape
+    total = stats.counts.sum()
+    if stats.eigenvalues is not None:
+        eigenvalues, within = stats.eigenvalues, stats.scatter / total
+    else:
+        eigenvalues, directions = torch.linalg.eigh(smaller)
+        if smaller.shape[0] == num_classes:  # G: v_k -> u_k
+            scale = eigenvalues.clamp(min=torch.finfo(torch.float64).tiny).sqrt()
+            directions = stats.centred_means.T @ directions / scale
+        within = (directions * (stats.scatter @ directions)).sum(0) / total
     rtol = max(dim, num_classes) * torch.finfo(torch.float64).eps if rtol is None else rtol
     largest = eigenvalues.max()
     keep = eigenvalues > largest * rtol
     if largest <= 0 or not bool(keep.any()):
         return math.nan
-    vectors = directions[:, keep]
-    if stats.basis is not None:
-        basis = stats.basis
-        vectors = torch.linalg.solve(basis.T @ basis, basis.T @ vectors)
-    within = (vectors * (stats.scatter @ vectors)).sum(0) / stats.counts.sum()
-    return float((within / eigenvalues[keep]).sum())
+    return float((within[keep] / eigenvalues[keep]).sum())
 
 
 def _pairs_from_gram(gram: Tensor, variances: Tensor, num_classes: int) -> dict[str, float]:

@@ -5,11 +5,10 @@ Notation (``docs/metrics.md``): ``h_i`` is the embedding of sample ``i`` (flatte
 sample-weighted global mean and ``M~`` the ``C x d`` matrix whose rows are the centred means ``mu_c - mu_G``.
 
 Pass 1 sums ``N_c`` and ``S_c = sum_{y_i=c} h_i`` in float64, straight into the running sums (no per-batch
-``C x d`` array). Pass 2, with the pass-1 means ``m_c`` fixed (``hi_c``: ``m_c`` rounded to the working
-precision), sums
+``C x d`` array), which fixes the means ``mu_c = S_c / N_c`` (float64: a float32 feature converts exactly, so
+the only rounding is that of the float64 additions). Pass 2 sees the same samples again, each centred on
+``hi_c``, ``mu_c`` rounded to the working precision, and sums
 
-* ``R_c = sum_{y_i=c} (h_i - hi_c)``, which refines the mean to ``mu_c = hi_c + R_c / N_c`` (exact, whatever
-  the rounding of ``hi_c``),
 * ``Q_c = sum_{y_i=c} ||h_i - mu_c||^2``                 (so ``var_c = Q_c / N_c``),
 * the within-class scatter, in one of two forms:
 
@@ -29,27 +28,36 @@ Memory per layer: ``C x d`` sums plus a ``min(C, d)``-square scatter; no ``C x C
 **Centring without cancellation.** Per-batch work runs in the input's precision (float32 for float32,
 bfloat16 and float16 inputs; float64 for float64). Pass 2 centres each sample on ``hi_c``; ``h - hi_c`` is
 exact in float32 when ``h`` is near ``hi_c`` (Sterbenz), so everything pass 2 squares is small and exact.
-With ``r_c = R_c / N_c = mu_c - hi_c`` the offset is removed once, in float64, at the end:
+With ``r_c = mu_c - hi_c`` (the rounding of the mean, known in float64, since
+``sum_{y_i=c} (h_i - hi_c) = N_c r_c``) the offset is removed once, in float64, at the end:
 
     sum_{y_i=c} ||h_i - mu_c||^2 = sum_{y_i=c} ||h_i - hi_c||^2 - N_c ||r_c||^2,
 
-and likewise for the scatters. No ``E||h||^2 - ||mu||^2`` appears anywhere.
+and likewise for the scatters. No ``E||h||^2 - ||mu||^2`` appears anywhere. The squared residual norms are
+summed within a row in the working precision (relative error about ``sqrt(d)`` units in the last place of
+``||h_i - hi_c||^2``, which rounding ``h_i`` itself already costs) and across rows in float64; the scatters
+multiply float32 values, exactly, in float64.
 
 **Nearest class centre.** With centres ``nu_k`` (the class means, or the train split's) and ``o`` the
 global mean in the working precision,
 ``argmin_k ||h - nu_k||^2 = argmin_k ||nu_k - o||^2 - 2 (h - o).(nu_k - o)``.
-The projected path takes ``(h - o).(nu_k - o) = (h - hi_y).(nu_k - o) + (hi_y - o).(nu_k - o)``: the first
-term from the batch's projections, the second from a ``C x C`` float64 table. The full path (``C > d``) takes
+The scores are compared in the working precision, like the features themselves. The projected path writes,
+with ``e = h - hi_y``,
+``||h - nu_k||^2 = ||e||^2 + 2 e.(hi_y - o) + ||hi_y - nu_k||^2 - 2 e.(nu_k - o)``, and compares the last two
+terms (the first two do not depend on ``k``): a ``C x C`` table of ``||hi_a - nu_k||^2`` computed in float64,
+and ``e.(nu_k - o)`` from the batch's projections. The scores are thus relative to the distances between
+centres, not to ``||h||``. The full path (``C > d``) takes
 the ``B x d x C`` product of ``h - o`` with the centres directly, in blocks of :data:`NCC_BLOCK_ELEMENTS`
 scores, keeping a running minimum: nothing of size ``C x C`` or ``B x C`` is formed.
 
 **One read of each block.** Both passes go over a batch in blocks of rows, on CPU small enough to stay in
 cache (:data:`BLOCK_ELEMENTS`), held in two buffers reused from block to block, so nothing of size ``B x d``
 is allocated. Pass 2 reads each block of features once: it writes the residuals ``e = h - hi_y`` into the
-first buffer (working precision), multiplies them by the ``K x d`` directions (one product per block, into
-the ``K x B`` projections), and copies them to the second (float64, exact) for ``R_c``, ``Q_c`` and the full
-scatter. The residual norms are not taken as ``||h||^2 - 2 h.hi_y + ||hi_y||^2`` from the product: in float32
-that cancels catastrophically once the classes collapse.
+first buffer (working precision), takes their norms and multiplies them by the ``K x d`` directions (one
+product per block, into the ``K x B`` projections); the full path also copies them to the second buffer
+(float64, exact) for the ``d x d`` scatter. The residual norms are not taken as
+``||h||^2 - 2 h.hi_y + ||hi_y||^2`` from the product: in float32 that cancels catastrophically once the
+classes collapse.
 """
 
 from __future__ import annotations
@@ -94,18 +102,21 @@ def flatten_features(features: Tensor, pool: str = "flatten") -> Tensor:
     return h.to(work_dtype(h))
 
 
-def add_class_sums(counts: Tensor, sums: Tensor, h: Tensor, labels: Tensor) -> None:
+def add_class_sums(
+    counts: Tensor, sums: Tensor, h: Tensor, labels: Tensor, workspace: Workspace | None = None
+) -> None:
     """Pass 1 of one batch, in place: ``counts`` ``(C,)`` += ``N_c``, ``sums`` ``(C, d)`` += ``S_c``, float64.
 
-    Each block of rows (:func:`row_blocks`) is converted to float64 in one buffer and added row by row, so
-    nothing of size ``B x d`` or ``C x d`` is formed per batch. A label outside ``0..C-1`` is not counted
+    Each block of rows (:func:`row_blocks`) is converted to float64 in one buffer (of ``workspace``) and
+    added row by row, so nothing of size ``B x d`` or ``C x d`` is formed per batch. A label outside ``0..C-1`` is not counted
     and its row goes to the sum of the nearest valid class: such labels are counted by
     :func:`count_invalid_labels` and make ``next_phase()`` and ``class_statistics`` raise before any sum is
     used. A NaN or Inf feature makes its class sum non-finite, which is how non-finite features are detected.
     """
     num_classes = counts.shape[0]
     index = labels.clamp(0, num_classes - 1)
-    wide = h.new_empty(block_rows(h), h.shape[1], dtype=torch.float64)
+    workspace = Workspace() if workspace is None else workspace
+    wide = workspace.rows(block_rows(h), h.shape[1], h.device, torch.float64)
     for rows in row_blocks(h):
         sums.index_add_(0, index[rows], wide[: rows.stop - rows.start].copy_(h[rows]))
     counts.index_add_(0, index, ((labels >= 0) & (labels < num_classes)).to(torch.float64))
@@ -125,6 +136,23 @@ def row_blocks(h: Tensor, min_rows: int = 1) -> list[slice]:
     """Consecutive slices of the rows of ``h``, :func:`block_rows` each (the last one may be shorter)."""
     rows, step = h.shape[0], block_rows(h, min_rows)
     return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+class Workspace:
+    """Buffers reused from batch to batch, one per device and dtype (grown when a larger one is asked
+    for), so that the per-batch work allocates, and on CPU page-faults, nothing of the size of a block of
+    rows. Blocks are processed one after the other, so one buffer per dtype suffices."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    def rows(self, rows: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """A ``(rows, dim)`` view of the buffer for ``(device, dtype)`` (its values are arbitrary)."""
+        size = rows * dim
+        buffer = self._buffers.get((device, dtype))
+        if buffer is None or buffer.numel() < size:
+            buffer = self._buffers[(device, dtype)] = torch.empty(size, dtype=dtype, device=device)
+        return buffer[:size].view(rows, dim)
 
 
 def class_sums(h: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
@@ -184,27 +212,32 @@ def check_scatter_fits(dim: int, device: torch.device, layer: str) -> None:
 class Anchors:
     """What pass 2 needs of the pass-1 means of one layer, precomputed once.
 
-    ``means``: ``(C, d)`` float64 pass-1 means ``m_c`` (NaN rows for empty classes).
+    ``means``: ``(C, d)`` float64 means ``mu_c`` (NaN rows for empty classes).
     ``rounded``: ``(C, d)`` ``hi_c``, the means rounded to the working precision ``dtype``, on which each
     sample is centred.
     ``origin``: ``(d,)`` ``o``, the global mean in the working precision.
-    ``basis``: projected path only, ``(d, C)`` orthonormal basis ``T`` of the centred means, in the working
-    precision.
-    ``directions``: the ``(K, d)`` rows the centred batch is multiplied by (stored as rows: the skinny
-    product ``D E^T`` is up to 2.5x faster than ``E D^T`` on CPU). Projected path: the columns of ``T``,
-    followed by the NCC centres ``nu_k - o`` when they are not the class means; full path: the centres
-    ``nu_k - o`` (multiplied by ``h - o``).
-    ``centre_table``: projected path: ``(C, K)`` float64 ``||hi_a - nu_k||^2``; full path: ``(K,)``
-    ``||nu_k - o||^2`` in the working precision. ``+inf`` for centres never predicted (empty classes).
-    ``coefficients``: projected path with the class means as centres: ``(C, K)`` float64 coordinates of
-    ``nu_k - o`` in ``T`` (so ``(h - hi_y).(nu_k - o) = z.coefficients_k``).
+    ``eigenvalues``, ``eigenbasis``: projected path only: the eigenpairs ``(lambda_k, u_k)`` of
+    ``B = M~^T M~ = C Sigma_B`` on the span of the centred means, ``(C,)`` and ``(d, C)`` float64 with
+    orthonormal columns ``U`` (from the QR factorisation ``M~^T = T R`` and the eigenpairs
+    ``R R^T = V diag(lambda) V^T``: ``U = T V``).
+    ``directions``: the ``(K, d)`` rows the centred batch is multiplied by, in the working precision
+    (stored as rows: the skinny product ``D E^T`` is up to 2.5x faster than ``E D^T`` on CPU). Projected
+    path: ``U^T``, followed by the NCC centres ``nu_k - o`` when they are not the class means; full path:
+    the centres ``nu_k - o`` (multiplied by ``h - o``).
+    ``centre_table``: projected path: ``(C, K)`` ``||hi_a - nu_k||^2``; full path: ``(K,)``
+    ``||nu_k - o||^2``; computed in float64, stored in the working precision. ``+inf`` for centres never
+    predicted (empty classes).
+    ``coefficients``: projected path with the class means as centres: ``(C, C)`` coordinates
+    ``U^T (mu_k - mu_G) = V^T R`` of the centred means in ``U`` (so ``e.(mu_k - mu_G) = (U^T e).coefficients_k``),
+    in the working precision.
     """
 
     means: Tensor
     rounded: Tensor
     dtype: torch.dtype
     origin: Tensor
-    basis: Tensor | None
+    eigenvalues: Tensor | None
+    eigenbasis: Tensor | None
     directions: Tensor
     centre_table: Tensor
     coefficients: Tensor | None
@@ -215,7 +248,7 @@ class Anchors:
 
     @property
     def full(self) -> bool:
-        return self.basis is None
+        return self.eigenbasis is None
 
 
 def make_anchors(
@@ -235,129 +268,138 @@ def make_anchors(
     empty = counts == 0
     means = (sums / counts.clamp(min=1)[:, None]).masked_fill(empty[:, None], float("nan"))
     rounded = means.to(dtype)
-    origin = (sums.sum(0) / counts.sum().clamp(min=1)).to(dtype)
+    global_mean = sums.sum(0) / counts.sum().clamp(min=1)
+    origin = global_mean.to(dtype)
     o64 = origin.double()
     own = ncc_centres is None
     if own:
         absent = empty
-        centres = (means - o64).masked_fill(empty[:, None], 0.0)
+        nu = (means - o64).masked_fill(empty[:, None], 0.0)
     else:
         absent = ncc_absent if ncc_absent is not None else torch.zeros_like(empty)
-        centres = (ncc_centres.to(sums) - o64).masked_fill(absent[:, None], 0.0)
-    centres = centres.to(dtype)  # nu_k - o as the batch sees it
-    if full_scatter:
+        nu = (ncc_centres.to(sums) - o64).masked_fill(absent[:, None], 0.0).to(dtype).double()
+    if full_scatter:  # nu_k - o as the batch sees it
+        centres = nu.to(dtype)
         table = centres.double().square().sum(1).masked_fill(absent, float("inf")).to(dtype)
-        return Anchors(means, rounded, dtype, origin, None, centres.contiguous(), table, None)
-    centred = (means - o64).masked_fill(empty[:, None], 0.0)
-    basis = torch.linalg.qr(centred.T).Q.to(dtype)  # orthonormal, d x C
+        return Anchors(means, rounded, dtype, origin, None, None, centres.contiguous(), table, None)
     shifted = rounded.double().nan_to_num() - o64  # hi_a - o
-    nu = centres.double()
     table = (shifted.square().sum(1)[:, None] + nu.square().sum(1) - 2.0 * shifted @ nu.T).clamp(min=0.0)
-    table = table.masked_fill(absent[None, :], float("inf"))
+    table = table.masked_fill(absent[None, :], float("inf")).to(dtype)
+    centred = (means - global_mean).masked_fill(empty[:, None], 0.0)  # M~, exactly centred
+    basis, triangle = torch.linalg.qr(centred.T)
+    eigenvalues, rotation = torch.linalg.eigh(triangle @ triangle.T)
+    eigenbasis = basis @ rotation
     if own:
-        b64 = basis.double()
-        coefficients = torch.linalg.solve(b64.T @ b64, b64.T @ nu.T)
-        return Anchors(means, rounded, dtype, origin, basis, basis.T.contiguous(), table, coefficients)
-    directions = torch.cat([basis.T, centres]).contiguous()
-    return Anchors(means, rounded, dtype, origin, basis, directions, table, None)
+        coefficients = (rotation.T @ triangle).to(dtype)
+        directions = eigenbasis.T.to(dtype).contiguous()
+    else:
+        coefficients = None
+        directions = torch.cat([eigenbasis.T, nu]).to(dtype).contiguous()
+    return Anchors(means, rounded, dtype, origin, eigenvalues, eigenbasis, directions, table, coefficients)
 
 
 @dataclass(frozen=True)
 class PassTwoSums:
     """The float64 running sums of pass 2 of one layer (added to in place by :func:`second_pass`).
 
-    ``offsets`` ``(C, d)``: ``sum (h - hi_y)`` per class; ``within_sq`` ``(C,)``: ``sum ||h - hi_y||^2`` per
-    class (offset not yet removed); ``scatter``: ``(C, C)`` ``sum z z^T`` (projected) or ``(d, d)``
-    ``sum (h - hi_y)(h - hi_y)^T`` (full); ``ncc_correct`` ``(C,)``: samples of class ``c`` whose nearest
-    centre is ``c``.
+    ``within_sq`` ``(C,)``: ``sum ||e||^2`` per class, ``e = h - hi_y`` (offset not yet removed);
+    ``scatter``: projected path, ``(C,)`` ``sum (u_k . e)^2``, the diagonal of the scatter in the eigenbasis
+    ``U`` (all that ``Tr(Sigma_W Sigma_B^+)`` needs); full path, ``(d, d)`` ``sum e e^T``; ``ncc_correct``
+    ``(C,)``: samples of class ``c`` whose nearest centre is ``c``.
     """
 
-    offsets: Tensor
     within_sq: Tensor
     scatter: Tensor
     ncc_correct: Tensor
 
     @classmethod
     def zeros(cls, num_classes: int, dim: int, *, full: bool, device: torch.device) -> PassTwoSums:
-        side = dim if full else num_classes
         options = dict(dtype=torch.float64, device=device)
         return cls(
-            torch.zeros(num_classes, dim, **options),
             torch.zeros(num_classes, **options),
-            torch.zeros(side, side, **options),
+            torch.zeros(scatter_shape(dim, num_classes, full=full), **options),
             torch.zeros(num_classes, **options),
         )
 
 
-def second_pass(h: Tensor, labels: Tensor, anchors: Anchors, sums: PassTwoSums) -> Tensor:
+def scatter_shape(dim: int, num_classes: int, *, full: bool) -> tuple[int, ...]:
+    """``(d, d)`` for the full scatter, ``(C,)`` for its diagonal in the eigenbasis (projected path)."""
+    return (dim, dim) if full else (num_classes,)
+
+
+def second_pass(
+    h: Tensor, labels: Tensor, anchors: Anchors, sums: PassTwoSums, workspace: Workspace | None = None
+) -> Tensor:
     """Pass 2 of one batch: add its contributions to ``sums`` and return the ``(B,)`` int64 nearest-centre
     prediction of each sample (see the module docstring for the NCC scores).
 
-    Work per batch: the ``B x d x K`` product (projected: ``z = (h - hi_y) T``; full: ``(h - o)`` times the
-    centres, in blocks) plus ``O(B d)`` (projected) or ``O(B d^2)`` (full, ``d < C``) more, over blocks of
-    rows (``_residual_blocks``); nothing scales with ``C x d``, and on CPU nothing of size ``B x d`` is
-    allocated.
+    Work per batch: the ``B x d x K`` product (projected: ``U^T e``; full: ``(h - o)`` times the centres,
+    in blocks) plus ``O(B d + B C^2)`` (projected) or ``O(B d^2)`` (full, ``d < C``) more, over blocks of
+    rows (``_residual_blocks``) held in ``workspace``; nothing scales with ``C x d``.
     """
+    workspace = Workspace() if workspace is None else workspace
     index = labels.clamp(0, anchors.num_classes - 1)  # out-of-range labels were rejected after pass 1
     if anchors.full:
-        prediction = _full_pass(h, index, anchors, sums)
+        prediction = _full_pass(h, index, anchors, sums, workspace)
     else:
-        prediction = _projected_pass(h, index, anchors, sums)
+        prediction = _projected_pass(h, index, anchors, sums, workspace)
     sums.ncc_correct.index_add_(0, index, (prediction == labels).to(torch.float64))
     return prediction
 
 
-def _residual_blocks(h: Tensor, index: Tensor, anchors: Anchors) -> Iterator[tuple[slice, Tensor, Tensor]]:
-    """For each block of rows (:func:`row_blocks`, at least as many rows as there are directions): its slice,
-    the residuals ``e = h - hi_y`` in the working precision and ``e`` in float64 (exact: a float32 value
-    converts exactly).
+def _residual_blocks(
+    h: Tensor, index: Tensor, anchors: Anchors, sums: PassTwoSums, workspace: Workspace
+) -> Iterator[tuple[slice, Tensor]]:
+    """For each block of rows (:func:`row_blocks`, at least as many rows as there are directions): its slice
+    and the residuals ``e = h - hi_y`` in the working precision, after adding their squared norms to
+    ``Q'_c = sum_{y_i=c} ||e_i||^2`` (float64 across rows).
 
-    Two buffers of one block each serve every block (one, shared by both, for float64 inputs), so a block's
-    tensors hold until the next block is made.
+    One buffer serves every block, so a block's residuals hold until the next block is made.
     """
     min_rows = anchors.directions.shape[0]
-    centred = h.new_empty(block_rows(h, min_rows), h.shape[1])
-    wide = centred if h.dtype == torch.float64 else torch.empty_like(centred, dtype=torch.float64)
+    centred = workspace.rows(block_rows(h, min_rows), h.shape[1], h.device, h.dtype)
     for block in row_blocks(h, min_rows):
         size = block.stop - block.start
         residual = torch.index_select(anchors.rounded, 0, index[block], out=centred[:size])
         torch.sub(h[block], residual, out=residual)
-        yield block, residual, residual if wide is centred else wide[:size].copy_(residual)
+        norms = torch.linalg.vector_norm(residual, dim=1).double()
+        sums.within_sq.index_add_(0, index[block], norms.square_())
+        yield block, residual
 
 
-def _projected_pass(h: Tensor, index: Tensor, anchors: Anchors, sums: PassTwoSums) -> Tensor:
+def _projected_pass(
+    h: Tensor, index: Tensor, anchors: Anchors, sums: PassTwoSums, workspace: Workspace
+) -> Tensor:
     """``d >= C``: the ``(K, B)`` products ``D e`` of the directions with the residuals, block by block;
-    then, once per batch, the scatter ``P += z z^T`` of their first ``C`` rows ``z = T^T e`` and the
-    nearest centres ``argmin_k ||hi_y - nu_k||^2 - 2 e.(nu_k - o)``."""
+    then, once per batch, ``sum (u_k . e)^2`` (float64) of their first ``C`` rows ``U^T e`` and the nearest
+    centres ``argmin_k ||hi_y - nu_k||^2 - 2 e.(nu_k - o)``."""
     num_classes = anchors.num_classes
     products = h.new_empty(anchors.directions.shape[0], h.shape[0])
-    for block, residual, exact in _residual_blocks(h, index, anchors):
+    for block, residual in _residual_blocks(h, index, anchors, sums, workspace):
         torch.mm(anchors.directions, residual.T, out=products[:, block])
-        _add_residuals(sums, index[block], exact)
-    products = products.double().T
-    own = products[:, :num_classes]
-    sums.scatter.addmm_(own.T, own)
-    to_centres = own @ anchors.coefficients if anchors.coefficients is not None else products[:, num_classes:]
-    return torch.add(anchors.centre_table.index_select(0, index), to_centres, alpha=-2.0).argmin(1)
+    own = products[:num_classes]
+    sums.scatter.add_(own.double().square().sum(1))  # not in place: for float64, own.double() is own
+    table = anchors.centre_table.index_select(0, index)
+    if anchors.coefficients is not None:
+        scores = torch.addmm(table, own.T, anchors.coefficients, alpha=-2.0)
+    else:
+        scores = torch.add(table, products[num_classes:].T, alpha=-2.0)
+    return scores.argmin(1)
 
 
-def _full_pass(h: Tensor, index: Tensor, anchors: Anchors, sums: PassTwoSums) -> Tensor:
-    """``d < C``: per block, the ``d x d`` scatter ``S += e^T e`` in float64, then ``h - o`` in the residuals'
-    buffer for the nearest centres ``argmin_k ||nu_k - o||^2 - 2 (h - o).(nu_k - o)``."""
+def _full_pass(h: Tensor, index: Tensor, anchors: Anchors, sums: PassTwoSums, workspace: Workspace) -> Tensor:
+    """``d < C``: per block, the ``d x d`` scatter ``S += e^T e`` in float64 (from an exact float64 copy of
+    the residuals), then ``h - o`` in the residuals' buffer for the nearest centres
+    ``argmin_k ||nu_k - o||^2 - 2 (h - o).(nu_k - o)``."""
     prediction = torch.empty_like(index)
-    for block, residual, exact in _residual_blocks(h, index, anchors):
+    for block, residual in _residual_blocks(h, index, anchors, sums, workspace):
+        exact = residual
+        if residual.dtype != torch.float64:
+            exact = workspace.rows(*residual.shape, h.device, torch.float64).copy_(residual)
         sums.scatter.addmm_(exact.T, exact)
-        _add_residuals(sums, index[block], exact)
         shifted = torch.sub(h[block], anchors.origin, out=residual)
         prediction[block] = _nearest_centres(shifted, anchors.directions, anchors.centre_table)
     return prediction
-
-
-def _add_residuals(sums: PassTwoSums, index: Tensor, exact: Tensor) -> None:
-    """``R_c += sum_{y_i=c} e_i`` and ``Q'_c += sum_{y_i=c} ||e_i||^2`` from the float64 residuals
-    ``exact`` (the norm, one read of the block, squared again: within 2 float64 ulps)."""
-    sums.offsets.index_add_(0, index, exact)
-    sums.within_sq.index_add_(0, index, torch.linalg.vector_norm(exact, dim=1).square_())
 
 
 def _nearest_centres(shifted: Tensor, centres: Tensor, squared_norms: Tensor) -> Tensor:
@@ -385,18 +427,19 @@ def _nearest_centres(shifted: Tensor, centres: Tensor, squared_norms: Tensor) ->
 class ClassStatistics:
     """Final float64 statistics of one layer: everything the metrics of ``docs/metrics.md`` are functions of.
 
-    ``within_sq[c] = sum_{y_i=c} ||h_i - mu_c||^2``; ``scatter``: ``N T^T Sigma_W T`` (``C x C``) with
-    ``basis = T`` (``d x C``, the working-precision basis as float64), or ``N Sigma_W`` (``d x d``) when
-    ``basis`` is ``None``; ``ncc_correct`` per class; ``nc4_disagreements`` (a 0-dim tensor) when logits were
-    given for this layer; ``resolution`` the machine epsilon of the per-batch working precision (to tell
-    coinciding class means from rounding).
+    ``within_sq[c] = sum_{y_i=c} ||h_i - mu_c||^2``; ``scatter``: ``N Sigma_W`` (``d x d``) on the full path,
+    or, on the projected path, ``N u_k^T Sigma_W u_k`` (``(C,)``) for the eigenpairs ``(eigenvalues[k], u_k)``
+    of ``B = M~^T M~`` on the span of the centred means (``eigenvalues`` is ``None`` on the full path);
+    ``ncc_correct`` per class; ``nc4_disagreements`` (a 0-dim tensor) when logits were given for this layer;
+    ``resolution`` the machine epsilon of the per-batch working precision (to tell coinciding class means
+    from rounding).
     """
 
     counts: Tensor
     means: Tensor
     within_sq: Tensor
     scatter: Tensor
-    basis: Tensor | None
+    eigenvalues: Tensor | None
     ncc_correct: Tensor
     nc4_disagreements: Tensor | None
     resolution: float = torch.finfo(torch.float64).eps
@@ -404,7 +447,7 @@ class ClassStatistics:
     @property
     def full_scatter(self) -> Tensor | None:
         """``N Sigma_W`` (``d x d``) when it was accumulated, else ``None``."""
-        return self.scatter if self.basis is None else None
+        return self.scatter if self.eigenvalues is None else None
 
     @property
     def global_mean(self) -> Tensor:
@@ -420,29 +463,24 @@ class ClassStatistics:
 def finalize(
     counts: Tensor, anchors: Anchors, sums: PassTwoSums, nc4_disagreements: Tensor | None
 ) -> ClassStatistics:
-    """Move the pass-2 sums from the centres ``hi_c`` to the exact means (see the module docstring).
+    """Move the pass-2 sums from the centres ``hi_c`` to the means (see the module docstring).
 
-    With ``r_c = R_c / N_c``: ``mu_c = hi_c + r_c``, ``Q_c = Q'_c - N_c ||r_c||^2``; full
-    ``S = S' - sum_c N_c r_c r_c^T``; projected, with ``l_c = T^T r_c``, ``P = P' - sum_c N_c l_c l_c^T``.
-    Empty classes get NaN means.
+    With ``r_c = mu_c - hi_c``: ``Q_c = Q'_c - N_c ||r_c||^2``; full ``S = S' - sum_c N_c r_c r_c^T``;
+    projected ``s_k = s'_k - sum_c N_c (u_k . r_c)^2``. Empty classes have NaN means.
     """
     empty = counts == 0
-    shift = (sums.offsets / counts.clamp(min=1)[:, None]).masked_fill(empty[:, None], 0.0)
-    means = (anchors.rounded.double() + shift).masked_fill(empty[:, None], float("nan"))
+    shift = (anchors.means - anchors.rounded.double()).masked_fill(empty[:, None], 0.0)
     within_sq = sums.within_sq - counts * shift.square().sum(1)
-    weighted = shift * counts[:, None]
     if anchors.full:
-        basis = None
-        scatter = sums.scatter - weighted.T @ shift
+        scatter = sums.scatter - (shift * counts[:, None]).T @ shift
     else:
-        basis = anchors.basis.double()
-        scatter = sums.scatter - (weighted @ basis).T @ (shift @ basis)
+        scatter = sums.scatter - counts @ (shift @ anchors.eigenbasis).square()
     return ClassStatistics(
         counts=counts,
-        means=means,
+        means=anchors.means,
         within_sq=within_sq.clamp(min=0.0),
         scatter=scatter,
-        basis=basis,
+        eigenvalues=anchors.eigenvalues,
         ncc_correct=sums.ncc_correct,
         nc4_disagreements=nc4_disagreements,
         resolution=torch.finfo(anchors.dtype).eps,
