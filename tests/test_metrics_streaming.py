@@ -243,6 +243,35 @@ def test_collapsed_float32_features_keep_their_tiny_variances() -> None:
     assert ((naive - expected_variances).abs() / expected_variances).min() > 1e-2
 
 
+def test_layers_of_mixed_precision_share_the_buffers_without_effect() -> None:
+    """float32 and float64 layers, wide (projected) and narrow (full scatter), in one metric: each gives
+    exactly what it gives alone, though the blocks of every layer pass through the same reused buffers."""
+    features, labels = clustered(300, 8)
+    layers = {"wide32": features.float(), "narrow64": features[:, :3], "wide64": features * 2.0}
+    batches = [
+        ({name: h[i : i + 70] for name, h in layers.items()}, labels[i : i + 70]) for i in range(0, 300, 70)
+    ]
+    together = run_two_passes(NeuralCollapse(NUM_CLASSES), batches)
+    for name, h in layers.items():
+        alone = [(h[i : i + 70], labels[i : i + 70]) for i in range(0, 300, 70)]
+        assert_same_metrics(
+            together[name], run_two_passes(NeuralCollapse(NUM_CLASSES), alone)["features"], rel=0.0
+        )
+
+
+def test_pass_two_holds_no_class_sums_and_no_class_by_class_matrix() -> None:
+    """After next_phase the C x d class sums are freed (the means are kept once); a layer with d >= C keeps
+    C second moments along the eigenvectors of Sigma_B, one with d < C the d x d scatter."""
+    features, labels = clustered(300, 8)
+    metric = NeuralCollapse(NUM_CLASSES)
+    metric.update({"wide": features, "narrow": features[:, :3]}, labels)
+    assert metric._state("wide", "sums").shape == (NUM_CLASSES, 8)
+    metric.next_phase()
+    assert metric._state("wide", "sums").numel() == metric._state("narrow", "sums").numel() == 1
+    assert metric._state("wide", "scatter").shape == (NUM_CLASSES,)
+    assert metric._state("narrow", "scatter").shape == (3, 3)
+
+
 def test_reset_forgets_everything() -> None:
     first, first_labels = clustered(200, 6, seed=4)
     second, second_labels = clustered(300, 6, seed=5)

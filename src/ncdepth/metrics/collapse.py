@@ -23,6 +23,7 @@ from ncdepth.metrics.stats import (
     PassTwoSums,
     Workspace,
     add_class_sums,
+    all_finite,
     check_scatter_fits,
     class_counts,
     count_invalid_labels,
@@ -333,7 +334,7 @@ class NeuralCollapse(Metric):
             )
         reference = self._reference_centres()
         for name, (counts, sums) in counts_sums.items():
-            if not bool(torch.isfinite(sums).all()):
+            if not all_finite(sums):
                 raise ValueError(f"layer {name!r}: features contain NaN or Inf")
             empty = (counts == 0).nonzero().flatten().tolist()
             if empty and self.empty_classes == "error":

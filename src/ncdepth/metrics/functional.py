@@ -39,6 +39,7 @@ from torch import Tensor
 from ncdepth.metrics.stats import (
     ClassStatistics,
     PassTwoSums,
+    all_finite,
     class_sums,
     count_invalid_labels,
     finalize,
@@ -102,7 +103,7 @@ _PAIR_METRICS = ("cdnv", "nc2_equiangle", "nc2_maxangle")
 # Classes per side of a block of pairs when C > d: a 1024 x 1024 float64 block is 8 MiB.
 PAIR_BLOCK = 1024
 # Class means closer together than this many working-precision epsilons (relative to their norm) are taken
-# as coinciding: constant features give at most ~1 eps after the float64 refinement of pass 2.
+# as coinciding: constant features give at most ~1 eps (float64 sums of equal float32 values).
 _COINCIDING_MEANS_EPS = 16.0
 
 
@@ -164,7 +165,7 @@ def class_statistics(
     if invalid:
         raise ValueError(f"labels must lie in 0..{num_classes - 1}: {invalid} of {h.shape[0]} lie outside")
     counts, sums = class_sums(h, labels, num_classes)
-    if not bool(torch.isfinite(sums).all()):  # any NaN or Inf feature poisons its class sum
+    if not all_finite(sums):  # any NaN or Inf feature poisons its class sum
         raise ValueError("features contain NaN or Inf")
     if full_scatter is None:
         full_scatter = uses_full_scatter(h.shape[1], num_classes)

@@ -12,10 +12,10 @@ the only rounding is that of the float64 additions). Pass 2 sees the same sample
 * ``Q_c = sum_{y_i=c} ||h_i - mu_c||^2``                 (so ``var_c = Q_c / N_c``),
 * the within-class scatter, in one of two forms:
 
-  - **projected** (``d >= C``): ``P = sum_i z_i z_i^T`` (``C x C``), ``z_i = T^T (h_i - mu_{y_i})`` with ``T``
-    an *orthonormal* basis (``d x C``, working precision) of the span of the pass-1 centred means, so
-    ``P = N T^T Sigma_W T``. Rounding ``z_i`` is relative to the sample's residual ``||h_i - hi_c||``,
-    whatever the conditioning of the class means;
+  - **projected** (``d >= C``): ``s_k = sum_i (u_k . (h_i - mu_{y_i}))^2 = N u_k^T Sigma_W u_k`` for the ``C``
+    eigenvectors ``u_k`` of ``B = M~^T M~`` (orthonormal, in the span of the centred means; fixed with the
+    means after pass 1). ``Tr(Sigma_W Sigma_B^+)`` needs nothing else. Rounding ``u_k . e`` is relative to the
+    sample's residual ``||h_i - hi_c||``, whatever the conditioning of the class means;
   - **full** (``d < C``, or ``d <= full_covariance_max_dim``): ``sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T``
     (``d x d``, ``= N Sigma_W``);
 
@@ -23,7 +23,8 @@ the only rounding is that of the float64 additions). Pass 2 sees the same sample
   the number whose network prediction differs from the nearest-class-centre prediction.
 
 Everything is summed in float64, so the statistics of disjoint shards add up (DDP: ``dist_reduce_fx="sum"``).
-Memory per layer: ``C x d`` sums plus a ``min(C, d)``-square scatter; no ``C x C`` object when ``C > d``.
+Memory per layer: ``C x d`` sums (then means) plus a ``d x d`` scatter when ``d < C``, or ``C`` sums and the
+``d x C`` eigenvectors when ``d >= C``; no ``C x C`` object when ``C > d``.
 
 **Centring without cancellation.** Per-batch work runs in the input's precision (float32 for float32,
 bfloat16 and float16 inputs; float64 for float64). Pass 2 centres each sample on ``hi_c``; ``h - hi_c`` is
@@ -175,6 +176,13 @@ def count_invalid_labels(labels: Tensor, num_classes: int) -> Tensor:
     return ((labels < 0) | (labels >= num_classes)).sum().double()
 
 
+def all_finite(sums: Tensor) -> bool:
+    """Whether every entry of the float64 ``sums`` is finite, from their total: a NaN or an infinity makes
+    it NaN or infinite (sums of float32-range features cannot overflow float64). One read, no temporary of
+    the size of ``sums`` (``C x d`` may be a vocabulary times a width)."""
+    return bool(torch.isfinite(sums.sum()))
+
+
 def uses_full_scatter(dim: int, num_classes: int, full_covariance_max_dim: int = 0) -> bool:
     """Whether a layer keeps the full ``d x d`` scatter: ``d < C`` (it is then the smaller of the two), or
     ``d <= full_covariance_max_dim``."""
@@ -266,22 +274,22 @@ def make_anchors(
     class means as nearest-class centres; by default the class means themselves are the centres.
     """
     empty = counts == 0
-    means = (sums / counts.clamp(min=1)[:, None]).masked_fill(empty[:, None], float("nan"))
+    means = (sums / counts.clamp(min=1)[:, None]).masked_fill_(empty[:, None], float("nan"))
     rounded = means.to(dtype)
     global_mean = sums.sum(0) / counts.sum().clamp(min=1)
     origin = global_mean.to(dtype)
-    o64 = origin.double()
     own = ncc_centres is None
+    absent = empty if own else ncc_absent if ncc_absent is not None else torch.zeros_like(empty)
+    if full_scatter:  # C x d temporaries are few: C may be a vocabulary
+        centres = rounded - origin if own else ncc_centres.to(dtype) - origin  # nu_k - o as the batch sees it
+        centres.masked_fill_(absent[:, None], 0.0)
+        table = torch.linalg.vector_norm(centres, dim=1).square_().masked_fill_(absent, float("inf"))
+        return Anchors(means, rounded, dtype, origin, None, None, centres, table, None)
+    o64 = origin.double()
     if own:
-        absent = empty
         nu = (means - o64).masked_fill(empty[:, None], 0.0)
     else:
-        absent = ncc_absent if ncc_absent is not None else torch.zeros_like(empty)
         nu = (ncc_centres.to(sums) - o64).masked_fill(absent[:, None], 0.0).to(dtype).double()
-    if full_scatter:  # nu_k - o as the batch sees it
-        centres = nu.to(dtype)
-        table = centres.double().square().sum(1).masked_fill(absent, float("inf")).to(dtype)
-        return Anchors(means, rounded, dtype, origin, None, None, centres.contiguous(), table, None)
     shifted = rounded.double().nan_to_num() - o64  # hi_a - o
     table = (shifted.square().sum(1)[:, None] + nu.square().sum(1) - 2.0 * shifted @ nu.T).clamp(min=0.0)
     table = table.masked_fill(absent[None, :], float("inf")).to(dtype)
@@ -468,13 +476,13 @@ def finalize(
     With ``r_c = mu_c - hi_c``: ``Q_c = Q'_c - N_c ||r_c||^2``; full ``S = S' - sum_c N_c r_c r_c^T``;
     projected ``s_k = s'_k - sum_c N_c (u_k . r_c)^2``. Empty classes have NaN means.
     """
-    empty = counts == 0
-    shift = (anchors.means - anchors.rounded.double()).masked_fill(empty[:, None], 0.0)
-    within_sq = sums.within_sq - counts * shift.square().sum(1)
+    weighted = anchors.means - anchors.rounded  # r_c, then sqrt(N_c) r_c: one C x d temporary
+    weighted.masked_fill_((counts == 0)[:, None], 0.0).mul_(counts.sqrt()[:, None])
+    within_sq = sums.within_sq - torch.linalg.vector_norm(weighted, dim=1).square_()
     if anchors.full:
-        scatter = sums.scatter - (shift * counts[:, None]).T @ shift
+        scatter = sums.scatter - weighted.T @ weighted
     else:
-        scatter = sums.scatter - counts @ (shift @ anchors.eigenbasis).square()
+        scatter = sums.scatter - (weighted @ anchors.eigenbasis).square_().sum(0)
     return ClassStatistics(
         counts=counts,
         means=anchors.means,
