@@ -1,6 +1,11 @@
 """``make bench``: run every ``benchmarks/bench_*.py`` module's ``main(quick=..., device=...)`` in turn.
 
 Usage: ``python benchmarks/run.py [--quick] [--device cpu|cuda] [--only SUBSTRING ...]``.
+
+The benchmarks run under the thread defaults of the command-line tools (:mod:`ncdepth.threads`:
+``OMP_WAIT_POLICY=PASSIVE`` and one intra-op thread per CPU available to the process, unless
+``OMP_WAIT_POLICY`` / ``OMP_NUM_THREADS`` are set), applied before torch loads, so that they measure what a
+user's run gets. ``OMP_NUM_THREADS=1`` gives the single-threaded figures.
 """
 
 from __future__ import annotations
@@ -13,7 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-import torch
+from ncdepth import threads
+
+APPLIED_THREAD_DEFAULTS = threads.configure()  # before torch loads: libgomp reads OMP_WAIT_POLICY once
+
+import torch  # noqa: E402
 
 BENCHMARK_DIR = Path(__file__).resolve().parent
 DEVICES = ("cpu", "cuda")
@@ -57,6 +66,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the selected benchmarks one after the other, each under a header with its wall time."""
     args = parse_args(argv)
+    applied = (
+        ", ".join(f"{key}={value}" for key, value in APPLIED_THREAD_DEFAULTS.items())
+        or "none (set by the user)"
+    )
+    print(f"thread defaults applied: {applied}; torch threads: {torch.get_num_threads()}")
     paths = discover(args.only)
     if not paths:
         raise ValueError(f"no benchmarks/bench_*.py matches --only {args.only}")
