@@ -46,19 +46,20 @@ The scores are compared in the working precision, like the features themselves. 
 with ``e = h - hi_y``,
 ``||h - nu_k||^2 = ||e||^2 + 2 e.(hi_y - o) + ||hi_y - nu_k||^2 - 2 e.(nu_k - o)``, and compares the last two
 terms (the first two do not depend on ``k``): a ``C x C`` table of ``||hi_a - nu_k||^2`` computed in float64,
-and ``e.(nu_k - o)`` from the batch's projections. The scores are thus relative to the distances between
-centres, not to ``||h||``. The full path (``C > d``) takes
+and ``e.(nu_k - o)`` from the batch's projections (for the class means, ``e.(mu_k - mu_G)``, which differs from
+it by a term that does not depend on ``k``, from the projections on the ``u_k``). The scores are thus
+relative to the distances between centres, not to ``||h||``. The full path (``C > d``) takes
 the ``B x d x C`` product of ``h - o`` with the centres directly, in blocks of :data:`NCC_BLOCK_ELEMENTS`
 scores, keeping a running minimum: nothing of size ``C x C`` or ``B x C`` is formed.
 
 **One read of each block.** Both passes go over a batch in blocks of rows, on CPU small enough to stay in
-cache (:data:`BLOCK_ELEMENTS`), held in two buffers reused from block to block, so nothing of size ``B x d``
-is allocated. Pass 2 reads each block of features once: it writes the residuals ``e = h - hi_y`` into the
-first buffer (working precision), takes their norms and multiplies them by the ``K x d`` directions (one
-product per block, into the ``K x B`` projections); the full path also copies them to the second buffer
-(float64, exact) for the ``d x d`` scatter. The residual norms are not taken as
-``||h||^2 - 2 h.hi_y + ||hi_y||^2`` from the product: in float32 that cancels catastrophically once the
-classes collapse.
+cache (:data:`BLOCK_ELEMENTS`), held in buffers reused from block to block and, by the streaming metric, from
+batch to batch (:class:`Workspace`), so nothing of size ``B x d`` is allocated. Pass 2 reads each block of
+features once: it writes the residuals ``e = h - hi_y`` into the first buffer (working precision), takes their
+norms and multiplies them by the ``K x d`` directions (one product per block, into the ``K x B`` projections);
+the full path also copies them to the second buffer (float64, exact) for the ``d x d`` scatter. The residual
+norms are not taken as ``||h||^2 - 2 h.hi_y + ||hi_y||^2`` from the product: in float32 that cancels
+catastrophically once the classes collapse.
 """
 
 from __future__ import annotations
@@ -108,9 +109,9 @@ def add_class_sums(
 ) -> None:
     """Pass 1 of one batch, in place: ``counts`` ``(C,)`` += ``N_c``, ``sums`` ``(C, d)`` += ``S_c``, float64.
 
-    Each block of rows (:func:`row_blocks`) is converted to float64 in one buffer (of ``workspace``) and
-    added row by row, so nothing of size ``B x d`` or ``C x d`` is formed per batch. A label outside ``0..C-1`` is not counted
-    and its row goes to the sum of the nearest valid class: such labels are counted by
+    Each block of rows (:func:`row_blocks`) is converted to float64 in one buffer (of ``workspace``) and added
+    row by row, so nothing of size ``B x d`` or ``C x d`` is formed per batch. A label outside ``0..C-1`` is
+    not counted and its row goes to the sum of the nearest valid class: such labels are counted by
     :func:`count_invalid_labels` and make ``next_phase()`` and ``class_statistics`` raise before any sum is
     used. A NaN or Inf feature makes its class sum non-finite, which is how non-finite features are detected.
     """
