@@ -275,7 +275,8 @@ def check_loop(loop: dict[str, float], ours: dict[str, float], case: Case) -> No
 
 
 def megabytes(peak: int | None) -> str:
-    return "n/a" if peak is None else f"{peak / 2**20:.0f}"
+    """MiB, or ``n/a``; a peak below the starting level (memory given back during the call) reads 0."""
+    return "n/a" if peak is None else f"{max(peak, 0) / 2**20:.0f}"
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ Two single-threaded busy loops (``python -c "while True: pass"``, pinned nowhere
 benchmark. Beside them, the default run (``ncdepth-train trainer.max_epochs=5 callbacks=none`` in a
 temporary run directory, progress bar off) is timed end to end, process start-up included, under:
 
-* ``default``: the user's environment without ``OMP_*`` / ``MKL_NUM_THREADS``, i.e. the defaults of
-  :mod:`ncdepth.threads` (``OMP_WAIT_POLICY=PASSIVE``, threads = CPUs available to the process);
+* ``default``: the user's environment without ``OMP_*`` / ``GOMP_SPINCOUNT`` / ``MKL_NUM_THREADS``, i.e. the
+  defaults of :mod:`ncdepth.threads` (``OMP_WAIT_POLICY=PASSIVE`` after a spin of ``GOMP_SPINCOUNT=10000``,
+  threads = CPUs available to the process);
 * ``OMP_NUM_THREADS=1``: one intra-op thread;
 * ``before``: ``NCDEPTH_THREAD_DEFAULTS=0``, torch's and libgomp's own defaults (the old behaviour).
 
@@ -31,7 +32,13 @@ from pathlib import Path
 EPOCHS = 5
 BUSY_PROCESSES = 2
 TARGET = 1.2
-CLEARED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "NCDEPTH_THREAD_DEFAULTS")
+CLEARED = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "NCDEPTH_THREAD_DEFAULTS",
+)
 VARIANTS = {
     "default": {},
     "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"},

@@ -12,7 +12,13 @@ import pytest
 
 from ncdepth.threads import available_cpus, cgroup_cpu_limit
 
-CLEARED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "NCDEPTH_THREAD_DEFAULTS")
+CLEARED = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "NCDEPTH_THREAD_DEFAULTS",
+)
 # What a CLI process sees, imported the way the console scripts import it; ``order`` checks that the
 # defaults ran before torch was imported (sys.modules keeps insertion order).
 PROBE = """
@@ -22,6 +28,7 @@ import torch
 names = list(sys.modules)
 print(json.dumps({{
     "wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    "spin_count": os.environ.get("GOMP_SPINCOUNT"),
     "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     "threads": torch.get_num_threads(),
     "threads_before_torch": names.index("ncdepth.threads") < names.index("torch"),
@@ -52,6 +59,7 @@ def test_train_entry_point_gets_the_defaults_before_torch() -> None:
     seen = probe({}, module="ncdepth.cli.train")
     assert seen == {
         "wait_policy": "PASSIVE",
+        "spin_count": "10000",
         "omp_num_threads": None,  # not exported: launchers that cap their workers' threads still do
         "threads": available_cpus(),
         "threads_before_torch": True,
@@ -67,12 +75,15 @@ def test_the_users_own_settings_win() -> None:
     # torch caps a thread count above the machine's CPUs, so the user's value here is 1
     seen = probe({"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "ACTIVE"})
     assert (seen["wait_policy"], seen["omp_num_threads"], seen["threads"]) == ("ACTIVE", "1", 1)
+    assert seen["spin_count"] is None  # a spin count would override the user's ACTIVE
+    seen = probe({"GOMP_SPINCOUNT": "0"})
+    assert (seen["wait_policy"], seen["spin_count"]) == (None, "0")
     assert probe({"MKL_NUM_THREADS": "1"})["threads"] == 1
 
 
 def test_opt_out_leaves_torch_and_libgomp_alone() -> None:
     seen = probe({"NCDEPTH_THREAD_DEFAULTS": "0"})
-    assert seen["wait_policy"] is None
+    assert seen["wait_policy"] is None and seen["spin_count"] is None
 
 
 def write_cpu_max(directory: Path, value: str) -> None:

@@ -8,8 +8,8 @@
 They need the ``train`` extra (``pip install 'ncdepth[train]'``); importing this package without it
 raises ``ModuleNotFoundError`` naming the missing distributions and that command.
 
-Importing this package applies the thread defaults of :mod:`ncdepth.threads` (``OMP_WAIT_POLICY=PASSIVE``,
-intra-op threads from the CPUs available to the process) unless the user set their own: every entry
+Importing this package applies the thread defaults of :mod:`ncdepth.threads` (``OMP_WAIT_POLICY=PASSIVE``
+after a short spin, intra-op threads from the CPUs available to the process) unless the user set their own: every entry
 point's module imports this package before torch, which is what lets the wait policy take effect.
 """
 
