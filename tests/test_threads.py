@@ -59,7 +59,7 @@ def test_train_entry_point_gets_the_defaults_before_torch() -> None:
     seen = probe({}, module="ncdepth.cli.train")
     assert seen == {
         "wait_policy": "PASSIVE",
-        "spin_count": "10000",
+        "spin_count": "1000",
         "omp_num_threads": None,  # not exported: launchers that cap their workers' threads still do
         "threads": available_cpus(),
         "threads_before_torch": True,
