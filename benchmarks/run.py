@@ -3,8 +3,8 @@
 Usage: ``python benchmarks/run.py [--quick] [--device cpu|cuda] [--only SUBSTRING ...]``.
 
 The benchmarks run under the thread defaults of the command-line tools (:mod:`ncdepth.threads`:
-``OMP_WAIT_POLICY=PASSIVE`` and one intra-op thread per CPU available to the process, unless
-``OMP_WAIT_POLICY`` / ``OMP_NUM_THREADS`` are set), applied before torch loads, so that they measure what a
+``OMP_WAIT_POLICY=PASSIVE`` after a short spin and one intra-op thread per CPU available to the process,
+unless the user set their own), applied before torch loads, so that they measure what a
 user's run gets. ``OMP_NUM_THREADS=1`` gives the single-threaded figures.
 """
 

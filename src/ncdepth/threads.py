@@ -9,19 +9,20 @@ thread to get a time slice, and small kernels run many times slower than on one 
 :func:`configure` is called by ``ncdepth.cli`` before any entry point imports torch:
 
 * ``OMP_WAIT_POLICY=PASSIVE`` (threads waiting at a barrier sleep instead of spinning) with
-  ``GOMP_SPINCOUNT=1000`` (libgomp's threads first spin about 10 microseconds, then sleep), set in the environment,
-  which libgomp reads when it loads, so child processes (data-loader and sweep workers) inherit them.
-  libgomp's default spins about 3 ms before sleeping, which beside busy processes makes each parallel
-  region wait for time slices; a pure ``PASSIVE`` (no spin) makes each of the many small parallel regions
-  of the NC analysis pay a wake-up instead (four times slower on a quiet 2-core machine, measured);
+  ``GOMP_SPINCOUNT=1000`` (libgomp's threads first spin about 10 microseconds, then sleep), set in the
+  environment, which libgomp reads when it loads, so child processes (data-loader and sweep workers)
+  inherit them. libgomp's default spins about 3 ms before sleeping, which beside busy processes makes each
+  parallel region wait for time slices; a pure ``PASSIVE`` (no spin) makes each of the many small parallel
+  regions of the NC analysis pay a wake-up instead (four times slower on a quiet 2-core machine,
+  measured);
 * ``torch.set_num_threads(n)`` with ``n`` = :func:`available_cpus`: the CPUs this process may run on
   (``os.sched_getaffinity``), capped by the cgroup v2 CPU quota (``cpu.max`` of the process's cgroup and
   its ancestors). This is not exported as ``OMP_NUM_THREADS``, so launchers that cap their workers'
   threads (joblib's ``cpu_pool``, Slurm's ``OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK``) still do.
 
 A value the user set wins: if ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set, neither is touched (a
-spin count would override the user's policy), and the thread count is left to torch
-when ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` is set (torch reads them itself). ``NCDEPTH_THREAD_DEFAULTS=0``
+spin count would override the user's policy), and the thread count is left to torch when
+``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` is set (torch reads them itself). ``NCDEPTH_THREAD_DEFAULTS=0``
 leaves both to torch and libgomp (the behaviour before these defaults). This module imports only the
 standard library; torch is imported only to set the thread count.
 """

@@ -61,14 +61,14 @@ class NeuralCollapse(Metric):
     For a model that does not return its layers (a torchvision ``resnet18``, a transformer),
     :class:`~ncdepth.metrics.LayerTap` collects ``{name: (B, d)}`` from named modules with forward hooks.
 
-    All states are float64 sums with ``dist_reduce_fx="sum"``; ``update`` never synchronises the host with
-    the device. Shapes, layer names, the classifier layer and the logits are checked at the first
-    :meth:`update` that sees them; checks that need values (NaN/Inf features, labels out of range, empty
-    classes, pass 2 not matching pass 1) raise ``ValueError`` at :meth:`next_phase` or :meth:`compute`,
-    naming the layer and saying what was seen. Memory per layer is ``O(C d + min(C, d)^2)``: one float64
-    ``C x d`` array (the class sums in pass 1, freed by :meth:`next_phase`, which keeps the means instead);
-    ``Sigma_W`` is kept only through ``u_k^T Sigma_W u_k`` along the ``C`` eigenvectors ``u_k`` of ``Sigma_B``
-    (fixed by :meth:`next_phase`), which is all that ``Tr(Sigma_W Sigma_B^+)`` needs, or, for layers with ``d < C`` or
+    All states are float64 sums with ``dist_reduce_fx="sum"``; ``update`` never synchronises the host with the
+    device. Shapes, layer names, the classifier layer and the logits are checked at the first :meth:`update`
+    that sees them; checks that need values (NaN/Inf features, labels out of range, empty classes, pass 2 not
+    matching pass 1) raise ``ValueError`` at :meth:`next_phase` or :meth:`compute`, naming the layer and
+    saying what was seen. Memory per layer is ``O(C d + min(C, d)^2)``: one float64 ``C x d`` array (the class
+    sums in pass 1, freed by :meth:`next_phase`, which keeps the means instead); ``Sigma_W`` is kept only
+    through ``u_k^T Sigma_W u_k`` along the ``C`` eigenvectors ``u_k`` of ``Sigma_B`` (fixed by
+    :meth:`next_phase`), which is all that ``Tr(Sigma_W Sigma_B^+)`` needs, or, for layers with ``d < C`` or
     ``d <= full_covariance_max_dim``, as the full ``d x d`` within-class scatter (see
     :meth:`within_class_covariance`). Nothing ``C x C`` is formed when ``C > d``, so ``C`` can be a
     vocabulary. The torchmetrics defaults of the states are 0-dim (:meth:`reset` re-creates the shapes), so
