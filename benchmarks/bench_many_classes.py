@@ -11,7 +11,8 @@ distances in float64 blocks), which shares no code with ``ncdepth.metrics``.
 ``make bench`` (``main``): ``C`` in {1,000, 10,000} at ``d = 256``, ``N = 100,000`` (``--quick``:
 ``N = 20,000``).
 The vocabulary-scale grid, ``C`` in {1,000, 10,000, 50,257} x ``d`` in {256, 768} with ``N`` = 50k, 100k and
-200k, takes hours on two cores: ``python benchmarks/bench_many_classes.py --many-classes``; one configuration:
+200k, takes about 10 minutes on one core: ``python benchmarks/bench_many_classes.py --many-classes``; one
+configuration:
 ``--classes 50257 --dim 768 --samples 200000``.
 """
 
