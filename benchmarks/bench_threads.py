@@ -29,16 +29,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ncdepth.threads import ENVIRONMENT_VARIABLES
+
 EPOCHS = 5
 BUSY_PROCESSES = 2
 TARGET = 1.2
-CLEARED = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OMP_WAIT_POLICY",
-    "GOMP_SPINCOUNT",
-    "NCDEPTH_THREAD_DEFAULTS",
-)
 VARIANTS = {
     "default": {},
     "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"},
@@ -71,7 +66,7 @@ def busy_processes(count: int) -> Iterator[None]:
 
 def time_run(extra_env: dict[str, str], scratch: Path, index: int) -> float:
     """Seconds of one default run with the user's thread variables cleared and ``extra_env`` set."""
-    env = {key: value for key, value in os.environ.items() if key not in CLEARED}
+    env = {key: value for key, value in os.environ.items() if key not in ENVIRONMENT_VARIABLES}
     env.update(extra_env)
     start = time.perf_counter()
     subprocess.run(

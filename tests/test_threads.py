@@ -10,15 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ncdepth.threads import available_cpus, cgroup_cpu_limit
+from ncdepth.threads import ENVIRONMENT_VARIABLES, available_cpus, cgroup_cpu_limit
 
-CLEARED = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OMP_WAIT_POLICY",
-    "GOMP_SPINCOUNT",
-    "NCDEPTH_THREAD_DEFAULTS",
-)
 # What a CLI process sees, imported the way the console scripts import it; ``order`` checks that the
 # defaults ran before torch was imported (sys.modules keeps insertion order).
 PROBE = """
@@ -41,7 +34,7 @@ def probe(
 ) -> dict[str, object]:
     """Run :data:`PROBE` in a fresh interpreter with the thread variables cleared, ``extra_env`` set and,
     when given, the CPU affinity ``cpus``."""
-    env = {key: value for key, value in os.environ.items() if key not in CLEARED}
+    env = {key: value for key, value in os.environ.items() if key not in ENVIRONMENT_VARIABLES}
     env.update(extra_env)
     result = subprocess.run(
         [sys.executable, "-c", PROBE.format(module=module)],

@@ -39,6 +39,8 @@ SPIN_COUNT = "1000"  # libgomp spins ~100,000 times a millisecond: about 10 micr
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 THREAD_COUNT_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 OPT_OUT_VARIABLE = "NCDEPTH_THREAD_DEFAULTS"
+ENVIRONMENT_VARIABLES = (*THREAD_COUNT_VARIABLES, *WAIT_VARIABLES, OPT_OUT_VARIABLE)
+"""Every variable :func:`configure` reads: clear them to see its defaults."""
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
