@@ -16,6 +16,9 @@ from ncdepth.metrics.functional import (
     check_min_class_count,
     metrics_from_statistics,
 )
+from ncdepth.metrics.generalized import generalized_metrics
+from ncdepth.metrics.probe import PROBE_MAX_DIM, Probe, add_moment, fit_probe, make_projection
+from ncdepth.metrics.registry import check_measures
 from ncdepth.metrics.stats import (
     POOLING,
     Anchors,
@@ -95,6 +98,13 @@ class NeuralCollapse(Metric):
         min_class_count: classes with fewer samples are left out of ``cdnv``, ``nc2_equiangle`` and
             ``nc2_maxangle`` (rare tokens); above 1 each layer's result also holds ``pair_classes``, the
             number of classes kept.
+        measures: extra metrics by registry name (:data:`ncdepth.metrics.registry.EXTRA_NAMES`: the
+            generalized measures of :mod:`ncdepth.metrics.generalized`, and ``probe_acc``, the linear probe of
+            :mod:`ncdepth.metrics.probe`, whose ``k x k`` moment is then a state of every layer).
+        layer_weights: ``{layer: weight}`` (or zero-argument callables) of linear maps reading those layers,
+            for ``w_align``.
+        ood_reference: a ``NeuralCollapse`` over out-of-distribution data (past its first pass, same layers)
+            whose global means give ``nc5_ood_dev``.
 
     Numerics: with float32 features, per-batch arithmetic is float32 and every sum is float64; the means are
     removed from each sample before squaring (see :mod:`ncdepth.metrics.stats`). If TF32 matmuls are enabled
@@ -140,6 +150,9 @@ class NeuralCollapse(Metric):
         empty_classes: str = "error",
         rtol: float | None = None,
         min_class_count: int = 1,
+        measures: tuple[str, ...] | list[str] = (),
+        layer_weights: Mapping[str, Tensor | Callable[[], Tensor]] | None = None,
+        ood_reference: NeuralCollapse | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -161,6 +174,11 @@ class NeuralCollapse(Metric):
         self.empty_classes = empty_classes
         self.rtol = rtol
         self.min_class_count = min_class_count
+        self.measures = check_measures(measures)
+        self.layer_weights = dict(layer_weights or {})
+        self.ood_reference = ood_reference
+        self._probes: dict[str, Probe] = {}
+        self._projections: dict[str, Tensor | None] = {}
         scalar = torch.zeros((), dtype=torch.float64)
         self.add_state("invalid_labels", scalar.clone(), dist_reduce_fx="sum")
         self.add_state("logit_rows", scalar.clone(), dist_reduce_fx="sum")
@@ -217,6 +235,16 @@ class NeuralCollapse(Metric):
         self._add_state("scatter", scatter_shape(dim, num_classes, full=full), device)
         self._add_state("ncc_correct", (num_classes,), device)
         self._add_state("nc4_disagreements", (), device)
+        if self._probing:
+            projection = make_projection(dim, PROBE_MAX_DIM, 0, device)
+            self._projections[layer] = projection
+            size = dim if projection is None else projection.shape[0]
+            self._add_state("moment", (size, size) if self.ncc_reference is None else (), device)
+            self._add_state("probe_correct", (), device)
+
+    @property
+    def _probing(self) -> bool:
+        return "probe_acc" in self.measures
 
     def _pass_two_sums(self, layer: str) -> PassTwoSums:
         """The pass-2 states of a layer (added to in place)."""
@@ -295,6 +323,8 @@ class NeuralCollapse(Metric):
         self.invalid_labels += count_invalid_labels(labels, self.num_classes)
         for name, h in batch.items():
             add_class_sums(self._state(name, "counts"), self._state(name, "sums"), h, labels, self._workspace)
+            if self._probing and self.ncc_reference is None:
+                add_moment(self._state(name, "moment"), h, self._projections[name])
 
     def _second_pass(self, batch: dict[str, Tensor], labels: Tensor, logits: Tensor | None) -> None:
         self.second_pass_counts += class_counts(labels, self.num_classes)
@@ -308,6 +338,8 @@ class NeuralCollapse(Metric):
             if logits is not None and name == self.classifier_layer:
                 disagreements = (logits.to(h.device).argmax(1) != prediction).sum()
                 self._state(name, "nc4_disagreements").add_(disagreements)
+            if self._probing:
+                self._state(name, "probe_correct").add_((self._probes[name].predict(h) == labels).sum())
 
     def _check_layers(self, batch: Mapping[str, Tensor]) -> None:
         if list(batch) != list(self._layers):
@@ -346,9 +378,22 @@ class NeuralCollapse(Metric):
             self._anchors[name] = make_anchors(
                 counts, sums, self._dtypes[name], centres, absent, full_scatter=self._full_scatter(name)
             )
+            if self._probing:
+                self._probes[name] = self._probe(name, counts, sums)
             self._release_state(name, "sums")
             self._counts = counts
         self._phase = 2
+
+    def _probe(self, layer: str, counts: Tensor, sums: Tensor) -> Probe:
+        """The layer's probe: fitted here from the summed moment, or the reference's (a test split)."""
+        if self.ncc_reference is not None:
+            probes = self.ncc_reference._probes
+            if layer not in probes:
+                raise ValueError(f"probe_acc on this split needs ncc_reference measuring probe_acc on {layer!r}")
+            return probes[layer]
+        moment = self._reduced(self._state(layer, "moment"))
+        self._release_state(layer, "moment")
+        return fit_probe(counts, sums, moment, self._projections[layer])
 
     def _release_state(self, layer: str, kind: str) -> None:
         """Replace a per-layer state by a 0-dim zero (:meth:`reset` re-creates its shape)."""
@@ -432,8 +477,9 @@ class NeuralCollapse(Metric):
         """``{layer: {metric: value}}`` for every layer, metric names as in ``docs/metrics.md``; ``nc3`` and
         ``nc4`` only for the classifier layer, when the classifier weight and the logits were given."""
         weight = self._weight()
-        return {
-            name: metrics_from_statistics(
+        results = {}
+        for name, stats in self._statistics().items():
+            result = metrics_from_statistics(
                 stats,
                 weight=weight if name == self.classifier_layer else None,
                 rtol=self.rtol,
@@ -441,8 +487,39 @@ class NeuralCollapse(Metric):
                 min_class_count=self.min_class_count,
                 layer=name,
             )
-            for name, stats in self._statistics().items()
-        }
+            results[name] = result | self._extra_metrics(name, stats, result, weight)
+        return results
+
+    def _extra_metrics(
+        self, layer: str, stats: ClassStatistics, result: dict[str, float], weight: Tensor | None
+    ) -> dict[str, float]:
+        """The :attr:`measures` of one layer (registry order), from its statistics and ``result``."""
+        if not self.measures:
+            return {}
+        layer_weight = self.layer_weights.get(layer)
+        ood_mean = None
+        if self.ood_reference is not None and "nc5_ood_dev" in self.measures:
+            ood_mean = self.ood_reference._statistics_mean(layer)
+        out = generalized_metrics(
+            stats.means,
+            stats.counts,
+            self.measures,
+            nc1=result.get("nc1", float("nan")),
+            weight=weight if layer == self.classifier_layer else None,
+            layer_weight=layer_weight() if callable(layer_weight) else layer_weight,
+            ood_mean=ood_mean,
+        )
+        if self._probing:
+            out["probe_acc"] = float(self._state(layer, "probe_correct") / stats.counts.sum())
+        return {name: out[name] for name in self.measures if name in out}
+
+    def _statistics_mean(self, layer: str) -> Tensor:
+        """The layer's sample-weighted global mean over all processes (after :meth:`next_phase`)."""
+        if self._phase != 2 or layer not in self._anchors:
+            raise ValueError(f"ood_reference must be past its first pass and measure layer {layer!r}")
+        means, counts = self._anchors[layer].means, self._counts
+        present = counts > 0
+        return counts[present] @ means[present] / counts.sum()
 
     def within_class_covariance(self, layer: str) -> Tensor:
         """The full ``d x d`` pooled ``Sigma_W`` (summed over processes) of a layer that keeps it

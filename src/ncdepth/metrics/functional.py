@@ -36,6 +36,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ncdepth.metrics.generalized import generalized_metrics
+from ncdepth.metrics.probe import PROBE_MAX_DIM, PROBE_RIDGE, add_moment, fit_probe, make_projection
+from ncdepth.metrics.registry import CORE_NAMES, check_measures
 from ncdepth.metrics.stats import (
     ClassStatistics,
     PassTwoSums,
@@ -62,6 +65,7 @@ __all__ = [
     "class_variances",
     "classifier_logits",
     "effective_depth",
+    "linear_probe",
     "metrics_from_statistics",
     "nc1",
     "nc1_trace_ratio",
@@ -76,18 +80,7 @@ __all__ = [
     "neural_collapse",
 ]
 
-METRIC_NAMES = (
-    "nc1",
-    "nc1_trace_ratio",
-    "cdnv",
-    "ncc_acc",
-    "nc2_equinorm",
-    "nc2_equiangle",
-    "nc2_maxangle",
-    "nc2_etf",
-    "nc3",
-    "nc4",
-)
+METRIC_NAMES = CORE_NAMES
 EMPTY_CLASS_POLICIES = ("error", "nan")
 _CLASS_MEAN_METRICS = (
     "nc1",
@@ -432,6 +425,9 @@ def neural_collapse(
     empty_classes: str = "error",
     rtol: float | None = None,
     min_class_count: int = 1,
+    measures: Sequence[str] = (),
+    layer_weight: Tensor | None = None,
+    ood_mean: Tensor | None = None,
 ) -> dict[str, float]:
     """Every metric of ``docs/metrics.md`` for one layer, keyed by name, in :data:`METRIC_NAMES` order.
 
@@ -452,6 +448,10 @@ def neural_collapse(
         min_class_count: classes with fewer samples are left out of ``cdnv``, ``nc2_equiangle`` and
             ``nc2_maxangle`` (e.g. rare tokens); above 1 the result also holds ``pair_classes``, the number of
             classes kept.
+        measures: extra metrics by registry name (``ncdepth.metrics.registry.EXTRA_NAMES``), appended in
+            registry order, as ``NeuralCollapse(measures=...)`` computes them.
+        layer_weight: the ``(out, d)`` weight of a linear map reading these features (``w_align``).
+        ood_mean: the ``(d,)`` global mean of out-of-distribution features at this layer (``nc5_ood_dev``).
 
     Returns:
         ``{name: value}`` with ``nc1``, ``nc1_trace_ratio``, ``cdnv``, ``ncc_acc``, ``nc2_equinorm``,
@@ -486,10 +486,65 @@ def neural_collapse(
     """
     if logits is None and weight is not None:
         logits = classifier_logits(features, weight, bias)
+    measures = check_measures(measures)
     stats = class_statistics(features, labels, num_classes, logits=logits, ncc_centres=ncc_means)
-    return metrics_from_statistics(
+    result = metrics_from_statistics(
         stats, weight=weight, rtol=rtol, empty_classes=empty_classes, min_class_count=min_class_count
     )
+    extra = generalized_metrics(
+        stats.means,
+        stats.counts,
+        measures,
+        nc1=result.get("nc1", math.nan),
+        weight=weight,
+        layer_weight=layer_weight,
+        ood_mean=ood_mean,
+    )
+    if "probe_acc" in measures:
+        extra |= linear_probe(features, labels, num_classes)
+    return result | {name: extra[name] for name in measures if name in extra}
+
+
+def linear_probe(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    *,
+    test_features: Tensor | None = None,
+    test_labels: Tensor | None = None,
+    ridge: float = PROBE_RIDGE,
+    max_dim: int = PROBE_MAX_DIM,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Train (and test) accuracy of the ridge least-squares probe fitted on ``features`` (one-hot targets,
+    unpenalised intercept, ``lam = ridge Tr(T)/k``; on a fixed ``N(0, 1/k)`` projection to ``k = max_dim``
+    dimensions when ``d > max_dim``): :mod:`ncdepth.metrics.probe`, ``docs/metrics.md`` *Linear probe*.
+
+    Returns ``{"probe_acc": train accuracy}``, plus ``"probe_test_acc"`` with ``test_features`` and
+    ``test_labels`` (the streaming metric reports it as the test split's ``probe_acc``).
+
+    Example:
+        >>> import torch
+        >>> features = torch.tensor([[0.0, 1.0], [0.2, 0.9], [1.0, 0.0], [0.9, 0.1]])
+        >>> linear_probe(features, torch.tensor([0, 0, 1, 1]), 2)
+        {'probe_acc': 1.0}
+    """
+    h = flatten_features(check_feature_tensor("features", features))
+    check_labels(labels, h.shape[0], num_classes)
+    labels = labels.to(device=h.device, dtype=torch.long)
+    counts, sums = class_sums(h, labels, num_classes)
+    projection = make_projection(h.shape[1], max_dim, seed, h.device)
+    size = h.shape[1] if projection is None else max_dim
+    moment = torch.zeros(size, size, dtype=torch.float64, device=h.device)
+    add_moment(moment, h, projection)
+    probe = fit_probe(counts, sums, moment, projection, ridge)
+    out = {"probe_acc": float((probe.predict(h) == labels).double().mean())}
+    if test_features is not None and test_labels is not None:
+        test = flatten_features(check_feature_tensor("test_features", test_features))
+        check_labels(test_labels, test.shape[0], num_classes)
+        test_labels = test_labels.to(device=test.device, dtype=torch.long)
+        out["probe_test_acc"] = float((probe.predict(test) == test_labels).double().mean())
+    return out
 
 
 def classifier_logits(features: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
