@@ -127,7 +127,8 @@ def gram_of_smaller_side(matrix: Tensor) -> Tensor:
 
 def effective_rank(centred: Tensor) -> float:
     """Roy & Vetterli's effective rank of ``M~``: ``exp`` of the entropy of its singular values normalised to
-    sum 1 (zero singular values contribute nothing); between 1 and ``rank M~``.
+    sum 1, over the numerical rank (eigenvalues of ``M~ M~^T`` or ``M~^T M~`` above ``max(C, d) eps lambda_max``,
+    the convention of ``nc1``'s pseudo-inverse); between 1 and ``rank M~``.
 
     Example:
         >>> import torch
@@ -135,11 +136,12 @@ def effective_rank(centred: Tensor) -> float:
         2.0
     """
     eigenvalues = torch.linalg.eigvalsh(gram_of_smaller_side(centred))
-    singular = eigenvalues.clamp(min=0.0).sqrt()
-    total = singular.sum()
-    if total <= 0:
+    largest = eigenvalues.max()
+    if largest <= 0:
         return math.nan
-    p = singular[singular > 0] / total
+    kept = eigenvalues[eigenvalues > max(centred.shape) * torch.finfo(eigenvalues.dtype).eps * largest]
+    singular = kept.sqrt()
+    p = singular / singular.sum()
     return math.exp(float(-(p * p.log()).sum()))
 
 
