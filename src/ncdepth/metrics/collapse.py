@@ -102,7 +102,8 @@ class NeuralCollapse(Metric):
             generalized measures of :mod:`ncdepth.metrics.generalized`, and ``probe_acc``, the linear probe of
             :mod:`ncdepth.metrics.probe`, whose ``k x k`` moment is then a state of every layer).
         layer_weights: ``{layer: weight}`` (or zero-argument callables) of linear maps reading those layers,
-            for ``w_align``.
+            for ``w_align``; a weight whose width is not the layer's analysed ``d`` (it reads the layer
+            before ``pool="avg"``) gives no ``w_align``.
         ood_reference: a ``NeuralCollapse`` over out-of-distribution data (past its first pass, same layers)
             whose global means give ``nc5_ood_dev``.
 
@@ -497,6 +498,9 @@ class NeuralCollapse(Metric):
         if not self.measures:
             return {}
         layer_weight = self.layer_weights.get(layer)
+        layer_weight = layer_weight() if callable(layer_weight) else layer_weight
+        if layer_weight is not None and layer_weight.shape[-1] != self._layers[layer]:
+            layer_weight = None  # the map reads the layer before pooling (pool="avg" on a conv map)
         ood_mean = None
         if self.ood_reference is not None and "nc5_ood_dev" in self.measures:
             ood_mean = self.ood_reference._statistics_mean(layer)
@@ -506,7 +510,7 @@ class NeuralCollapse(Metric):
             self.measures,
             nc1=result.get("nc1", float("nan")),
             weight=weight if layer == self.classifier_layer else None,
-            layer_weight=layer_weight() if callable(layer_weight) else layer_weight,
+            layer_weight=layer_weight,
             ood_mean=ood_mean,
         )
         if self._probing:

@@ -520,8 +520,19 @@ def linear_probe(
     unpenalised intercept, ``lam = ridge Tr(T)/k``; on a fixed ``N(0, 1/k)`` projection to ``k = max_dim``
     dimensions when ``d > max_dim``): :mod:`ncdepth.metrics.probe`, ``docs/metrics.md`` *Linear probe*.
 
-    Returns ``{"probe_acc": train accuracy}``, plus ``"probe_test_acc"`` with ``test_features`` and
-    ``test_labels`` (the streaming metric reports it as the test split's ``probe_acc``).
+    Args:
+        features: ``(N, ...)`` train embeddings of one layer (the probe is fitted on them).
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+        test_features: ``(M, ...)`` test embeddings of the same layer.
+        test_labels: ``(M,)`` their labels.
+        ridge: ``lam = ridge Tr(T) / k``.
+        max_dim: ``k``, the widest layer probed on its own features.
+        seed: the seed of the projection of wider layers.
+
+    Returns:
+        ``{"probe_acc": train accuracy}``, plus ``"probe_test_acc"`` with ``test_features`` and ``test_labels``
+        (the streaming metric reports it as the test split's ``probe_acc``).
 
     Example:
         >>> import torch

@@ -175,10 +175,12 @@ DEFAULT_EXTRA = tuple(spec.name for spec in METRICS if not spec.core and spec.de
 """The extra metrics ``ncdepth-train`` measures by default (``nc.measures``)."""
 
 
-def check_measures(measures: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+def check_measures(measures: tuple[str, ...] | list[str], key: str = "measures") -> tuple[str, ...]:
     """``measures`` as a tuple of known extra metric names, in registry order; one line naming the
-    unknown one and the allowed values otherwise (``ValueError``)."""
+    ``key``, the unknown name and the allowed values otherwise (``ValueError``)."""
+    if isinstance(measures, str):
+        raise ValueError(f"{key} must be a list of metric names, got {measures!r}")
     for name in measures:
         if name not in EXTRA_NAMES:
-            raise ValueError(f"measures: unknown metric {name!r}; allowed: {', '.join(EXTRA_NAMES)}")
+            raise ValueError(f"{key}: unknown metric {name!r}; allowed: {', '.join(EXTRA_NAMES)}")
     return tuple(name for name in EXTRA_NAMES if name in measures)

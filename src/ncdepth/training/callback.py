@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from ncdepth.metrics import LayerTap, NeuralCollapse, effective_depth
+from ncdepth.training.layer_weights import linear_inputs
 from ncdepth.metrics.tap import Pooling
 from ncdepth.report.style import save_figure
 from ncdepth.rundir import FIGURES_DIR, METRICS_FILE, SUMMARY_FILE, set_aside, write_json
@@ -240,6 +241,8 @@ class NeuralCollapseCallback(pl.Callback):
             "classifier_weight": network.classifier_weight,
             "pool": self.settings.pool,
             "full_covariance_max_dim": self.settings.full_covariance_max_dim,
+            "measures": self.settings.measures,
+            "layer_weights": {} if network.model is None else linear_inputs(network.model),
         }
         train = NeuralCollapse(network.num_classes, **options).to(device)
         train_metrics: dict[str, tuple[NeuralCollapse, int]] = {"train": (train, 1)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from numbers import Real
 
+from ncdepth.metrics.registry import DEFAULT_EXTRA, check_measures
 from ncdepth.validation import check_bool, check_choice, check_int, check_number
 
 LOSSES = ("ce", "mse")
@@ -131,7 +132,8 @@ class AnalysisConfig:
     Every ``every_n_epochs`` epochs (and before the first and after the last), every layer is
     measured on the train and test splits; effective depth is reported for each of ``eps``.
     ``cache_features_mb`` > 0 keeps pass-1 embeddings in memory when all of them fit, so pass 2
-    skips the forward pass. ``pool`` and ``full_covariance_max_dim`` go to ``NeuralCollapse``.
+    skips the forward pass. ``pool``, ``full_covariance_max_dim`` and ``measures`` (the extra metrics of
+    ``ncdepth.metrics.registry``, by name) go to ``NeuralCollapse``.
     """
 
     every_n_epochs: int = 5
@@ -139,6 +141,7 @@ class AnalysisConfig:
     cache_features_mb: float = 0.0
     pool: str = "flatten"
     full_covariance_max_dim: int = 0
+    measures: tuple[str, ...] = DEFAULT_EXTRA
 
     def __post_init__(self) -> None:
         check_int("nc.every_n_epochs", self.every_n_epochs, minimum=1)
@@ -149,6 +152,7 @@ class AnalysisConfig:
         check_number("nc.cache_features_mb", self.cache_features_mb, minimum=0.0, inclusive=True)
         check_choice("nc.pool", self.pool, POOLS)
         check_int("nc.full_covariance_max_dim", self.full_covariance_max_dim, minimum=0)
+        object.__setattr__(self, "measures", check_measures(list(self.measures), "nc.measures"))
 
 
 @dataclass(frozen=True)
