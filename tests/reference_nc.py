@@ -145,7 +145,9 @@ def _reference_extra(
         w = weight.detach().to(h)
         out["nc3u_uni_dual"] = float(torch.stack([w[c] @ centred[:, c] for c in classes]).var())
     units = [centred[:, c] / centred[:, c].norm() for c in classes]
-    pair_distances = torch.stack([(units[a] - units[b]).norm() for a, b in itertools.combinations(classes, 2)])
+    pair_distances = torch.stack(
+        [(units[a] - units[b]).norm() for a, b in itertools.combinations(classes, 2)]
+    )
     out["nc2g_dist"] = float(pair_distances.var(correction=0))
     out["nc2g_log"] = float((-pair_distances.log()).var(correction=0))
     singular = torch.linalg.svdvals(centred)
@@ -157,12 +159,16 @@ def _reference_extra(
         out["w_align"] = float((ata * sigma_b).sum() / (ata.norm() * sigma_b.norm()))
     if ood_mean is not None:
         ood = ood_mean.detach().to(h)
-        out["nc5_ood_dev"] = float(torch.stack([(m @ ood / (m.norm() * ood.norm())).abs() for m in means]).mean())
+        out["nc5_ood_dev"] = float(
+            torch.stack([(m @ ood / (m.norm() * ood.norm())).abs() for m in means]).mean()
+        )
     x = h - global_mean
     targets = torch.nn.functional.one_hot(labels, num_classes).to(h)
     lam = probe_ridge * float(torch.trace(x.T @ x)) / dim
     stacked = torch.cat([x, lam**0.5 * torch.eye(dim, dtype=h.dtype, device=h.device)])
-    rhs = torch.cat([targets - targets.mean(0), torch.zeros(dim, num_classes, dtype=h.dtype, device=h.device)])
+    rhs = torch.cat(
+        [targets - targets.mean(0), torch.zeros(dim, num_classes, dtype=h.dtype, device=h.device)]
+    )
     probe = torch.linalg.lstsq(stacked, rhs, driver="gelsd").solution
     out["probe_acc"] = float(((x @ probe + targets.mean(0)).argmax(1) == labels).double().mean())
     return out

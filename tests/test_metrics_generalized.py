@@ -65,14 +65,26 @@ def test_functional_and_streaming_match_reference(class_sizes: list[int], dim: i
     num_classes = len(class_sizes)
     expected = extras(
         reference_neural_collapse(
-            features, labels, num_classes, weight=weight, layer_weight=layer_weight, ood_mean=ood_mean, extra=True
+            features,
+            labels,
+            num_classes,
+            weight=weight,
+            layer_weight=layer_weight,
+            ood_mean=ood_mean,
+            extra=True,
         )
     )
     assert set(expected) == set(ALL)
     assert 0.0 < expected["probe_acc"] < 1.0
     functional = extras(
         F.neural_collapse(
-            features, labels, num_classes, weight=weight, layer_weight=layer_weight, ood_mean=ood_mean, measures=ALL
+            features,
+            labels,
+            num_classes,
+            weight=weight,
+            layer_weight=layer_weight,
+            ood_mean=ood_mean,
+            measures=ALL,
         )
     )
     assert list(functional) == ALL  # registry order
@@ -88,7 +100,9 @@ def test_functional_and_streaming_match_reference(class_sizes: list[int], dim: i
     )
     stream = extras(metric.compute()["features"])
     assert list(stream) == ALL
-    ood_expected = F.neural_collapse(features, labels, num_classes, measures=["nc5_ood_dev"], ood_mean=(ood_mean + features[:40]).mean(0))
+    ood_expected = F.neural_collapse(
+        features, labels, num_classes, measures=["nc5_ood_dev"], ood_mean=(ood_mean + features[:40]).mean(0)
+    )
     for name in ALL:
         assert functional[name] == pytest.approx(expected[name], rel=1e-9), name
         want = ood_expected["nc5_ood_dev"] if name == "nc5_ood_dev" else functional[name]
@@ -144,7 +158,12 @@ def test_probe_on_a_projection_and_on_a_test_split(monkeypatch: pytest.MonkeyPat
     accuracy on it (``probe_test_acc``)."""
     monkeypatch.setattr(collapse_module, "PROBE_MAX_DIM", 8)
     everything, all_labels = clustered([60, 45, 80, 55], 20, spread=6.0, seed=3)
-    features, labels, test, test_labels = everything[:160], all_labels[:160], everything[160:], all_labels[160:]
+    features, labels, test, test_labels = (
+        everything[:160],
+        all_labels[:160],
+        everything[160:],
+        all_labels[160:],
+    )
     expected = F.linear_probe(features, labels, 4, test_features=test, test_labels=test_labels, max_dim=8)
     assert 0.3 < expected["probe_test_acc"] < expected["probe_acc"] < 1.0
     train = streamed(features, labels, 4, measures=["probe_acc"])
@@ -182,7 +201,9 @@ def measure(rows: Tensor, test_rows: Tensor) -> tuple[dict, dict]:
 def worker(rank: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        torch.save(measure(torch.arange(rank, 291, 2), torch.arange(rank, 130, 2)), Path(out_dir) / f"{rank}.pt")
+        torch.save(
+            measure(torch.arange(rank, 291, 2), torch.arange(rank, 130, 2)), Path(out_dir) / f"{rank}.pt"
+        )
     finally:
         dist.destroy_process_group()
 

@@ -390,7 +390,9 @@ class NeuralCollapse(Metric):
         if self.ncc_reference is not None:
             probes = self.ncc_reference._probes
             if layer not in probes:
-                raise ValueError(f"probe_acc on this split needs ncc_reference measuring probe_acc on {layer!r}")
+                raise ValueError(
+                    f"probe_acc on this split needs ncc_reference measuring probe_acc on {layer!r}"
+                )
             return probes[layer]
         moment = self._reduced(self._state(layer, "moment"))
         self._release_state(layer, "moment")

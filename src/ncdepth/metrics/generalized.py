@@ -100,7 +100,9 @@ def uniform_duality(weight: Tensor, centred: Tensor) -> float:
     """
     weight = weight.detach().to(centred)
     if weight.shape != centred.shape:
-        raise ValueError(f"classifier weight must have shape {tuple(centred.shape)}, got {tuple(weight.shape)}")
+        raise ValueError(
+            f"classifier weight must have shape {tuple(centred.shape)}, got {tuple(weight.shape)}"
+        )
     return float((weight * centred).sum(1).var())
 
 
@@ -185,7 +187,11 @@ def generalized_metrics(
     if "fuzziness" in names:
         out["fuzziness"] = num_classes * nc1
     if "nc2g_dist" in names or "nc2g_log" in names:
-        uniformity = hyperspherical_uniformity(centred) if usable else dict.fromkeys(("nc2g_dist", "nc2g_log"), math.nan)
+        uniformity = (
+            hyperspherical_uniformity(centred)
+            if usable
+            else dict.fromkeys(("nc2g_dist", "nc2g_log"), math.nan)
+        )
         out.update({name: value for name, value in uniformity.items() if name in names})
     if "erank_means" in names:
         out["erank_means"] = effective_rank(centred) if usable else math.nan
@@ -208,9 +214,17 @@ def separation_law(fuzziness: list[float]) -> dict[str, float]:
         >>> {k: round(v, 6) for k, v in separation_law([8.0, 4.0, 2.0, 1.0]).items()}
         {'slope': -0.693147, 'intercept': 2.772589, 'r2': 1.0, 'ratio': 0.5, 'layers': 4.0}
     """
-    points = [(layer, math.log(d)) for layer, d in enumerate(fuzziness, start=1) if math.isfinite(d) and d > 0]
+    points = [
+        (layer, math.log(d)) for layer, d in enumerate(fuzziness, start=1) if math.isfinite(d) and d > 0
+    ]
     if len(points) < 2:
-        return {"slope": math.nan, "intercept": math.nan, "r2": math.nan, "ratio": math.nan, "layers": float(len(points))}
+        return {
+            "slope": math.nan,
+            "intercept": math.nan,
+            "r2": math.nan,
+            "ratio": math.nan,
+            "layers": float(len(points)),
+        }
     xs, ys = torch.tensor(points, dtype=torch.float64).T
     x_mean, y_mean = xs.mean(), ys.mean()
     slope = float(((xs - x_mean) * (ys - y_mean)).sum() / (xs - x_mean).square().sum())
@@ -218,4 +232,10 @@ def separation_law(fuzziness: list[float]) -> dict[str, float]:
     residual = float((ys - intercept - slope * xs).square().sum())
     spread = float((ys - y_mean).square().sum())
     r2 = 1.0 - residual / spread if spread > 0 else 1.0
-    return {"slope": slope, "intercept": intercept, "r2": r2, "ratio": math.exp(slope), "layers": float(len(points))}
+    return {
+        "slope": slope,
+        "intercept": intercept,
+        "r2": r2,
+        "ratio": math.exp(slope),
+        "layers": float(len(points)),
+    }

@@ -10,6 +10,9 @@ last component, e.g. ``_by_depth``, ``_by_label_noise``, ``_by_depth_and_label_n
   epoch, one curve per swept value;
 * ``effective_depthX``: effective depth vs each numeric swept key, one column per ``ε``;
 * ``last_layer_collapse``: NC1, NC2 (``nc2_etf``), NC3, NC4 at the classifier's input vs epoch;
+* ``separation_fuzziness``: He & Su's separation fuzziness ``D_l`` (train split) vs layer at the last
+  epoch on a log axis, whose straight line is their law of data separation; the legend gives the mean
+  slope of ``log D_l`` and ``R^2`` of the finished runs (``summary.json``'s ``separation_law``);
 * ``minority_collapse``: every class's classifier-row and class-mean norm over the majority's
   beside the UFM prediction, one colour per swept value (imbalanced runs with a deep linear head,
   :mod:`ncdepth.training.head_geometry`).
@@ -82,6 +85,7 @@ def training_figures(
         ),
         f"effective_depth{by_keys(x_keys)}": lambda: effective_depth(runs, grouping, x_keys, deepest),
         "last_layer_collapse": lambda: last_layer_collapse(usable, grouping),
+        "separation_fuzziness": lambda: separation_fuzziness(finished, runs, grouping),
         "minority_collapse": lambda: minority_collapse(finished, grouping),
     }
 
@@ -256,6 +260,40 @@ def last_layer_collapse(table: pd.DataFrame, grouping: Sequence[str]) -> Figure:
         ax.set(xlabel="epoch", ylabel=metric.upper().split("_")[0])
     _legend_below(figure, axes, spread_handle(stats["count"]))
     figure.suptitle("Neural collapse at the classifier's input (train split)", fontsize=10)
+    return figure
+
+
+def separation_fuzziness(table: pd.DataFrame, runs: pd.DataFrame, grouping: Sequence[str]) -> Figure:
+    """He & Su's law of data separation: the train split's ``fuzziness`` ``D_l`` vs layer index at each
+    finished run's last epoch, log axis, one curve per combination of the grouping keys (seed means and
+    bands); each curve's label adds the mean slope of ``log D_l`` per layer and the mean ``R^2`` of the
+    runs' fits (``runs.csv``'s ``separation_slope``, ``separation_r2``)."""
+    rows = table[(table["split"] == "train") & (table["metric"] == "fuzziness")].dropna(subset=["value"])
+    if rows.empty:
+        raise NothingToPlot("no finished run measured fuzziness (nc.measures)")
+    rows = rows[rows["epoch"] == rows.groupby("run")["epoch"].transform("max")]
+    stats = seed_mean(rows, [*grouping, "layer_index"])
+    fits = runs[runs["status"] == "finished"]
+    figure, axes = subplots(1, 1)
+    ax = axes[0, 0]
+    floor = zero_floor(stats["mean"])
+    curves = _panels(stats, list(grouping))
+    for style, (curve_value, curve) in zip(curve_styles(list(curves)), curves.items(), strict=True):
+        mask = pd.Series(True, index=fits.index)
+        for key, value in zip(grouping, curve_value, strict=True):
+            mask &= fits[key] == value
+        slope = pd.to_numeric(fits.loc[mask, "separation_slope"], errors="coerce").mean()
+        r2 = pd.to_numeric(fits.loc[mask, "separation_r2"], errors="coerce").mean()
+        label = ", ".join(
+            part
+            for part in (key_values_label(grouping, curve_value), f"slope {slope:.3g}, R² {r2:.3f}")
+            if part
+        )
+        band(ax, curve, "layer_index", **style, label=label, floor=floor)
+    log_axis(ax, floor)
+    ax.set(xlabel="layer", ylabel="separation fuzziness D = Tr(Σ_W Σ_B⁺)")
+    _legend_below(figure, axes, spread_handle(stats["count"]))
+    figure.suptitle("Law of data separation: fuzziness per layer, last epoch (train split)", fontsize=10)
     return figure
 
 

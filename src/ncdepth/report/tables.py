@@ -3,7 +3,8 @@
 ``report.csv`` / ``report.parquet``: the swept keys, then ``run, epoch, split, layer, layer_index,
 metric, value``. ``runs.csv``: one row per job of the sweep (:mod:`ncdepth.report.collect`; jobs not
 started included), ``run, job, status, reason``, the swept keys, ``last_epoch``, ``effective_depth@EPS``,
-``final_acc_SPLIT``, ``terminal_phase_epoch``.
+``final_acc_SPLIT``, ``terminal_phase_epoch``, ``separation_slope``, ``separation_r2`` (He & Su's fit of the
+train split's log fuzziness over the layers, ``summary.json``'s ``separation_law``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def runs_table(sweep: Sweep) -> pd.DataFrame:
         for split, accuracy in (summary.get("accuracy") or {}).items():
             row[f"final_acc_{split}"] = accuracy
         row["terminal_phase_epoch"] = summary.get("terminal_phase_epoch")
+        law = (summary.get("separation_law") or {}).get("train") or {}
+        row["separation_slope"], row["separation_r2"] = law.get("slope"), law.get("r2")
         rows.append(row)
     table = pd.DataFrame(rows)
     depths = sorted(
@@ -62,7 +65,7 @@ def runs_table(sweep: Sweep) -> pd.DataFrame:
     )
     accuracies = [column for column in table.columns if column.startswith("final_acc_")]
     head = ["run", "job", "status", "reason", *sweep.swept_keys, "last_epoch"]
-    table = table[[*head, *depths, *accuracies, "terminal_phase_epoch"]]
+    table = table[[*head, *depths, *accuracies, "terminal_phase_epoch", "separation_slope", "separation_r2"]]
     integers = ["job", "last_epoch", *depths, "terminal_phase_epoch"]
     return table.astype({column: "Int64" for column in integers})
 

@@ -16,19 +16,20 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from ncdepth.metrics import LayerTap, NeuralCollapse, effective_depth
-from ncdepth.training.layer_weights import linear_inputs
 from ncdepth.metrics.tap import Pooling
 from ncdepth.report.style import save_figure
 from ncdepth.rundir import FIGURES_DIR, METRICS_FILE, SUMMARY_FILE, set_aside, write_json
 from ncdepth.training.analysis import Forward, analyse_split
 from ncdepth.training.config import AnalysisConfig
 from ncdepth.training.head_geometry import head_geometry
+from ncdepth.training.layer_weights import linear_inputs
 from ncdepth.training.results import (
     NCC_FIGURE,
     SplitResults,
     TidyTable,
     layer_table,
     ncc_train_error_figure,
+    separation_laws,
 )
 
 log = logging.getLogger(__name__)
@@ -321,6 +322,7 @@ class NeuralCollapseCallback(pl.Callback):
             "epoch": self.last_analysed_epoch,
             "layers": list(self.last_results["train"]),
             "effective_depth": {str(eps): d for eps, d in self.effective_depths().items()},
+            "separation_law": separation_laws(self.last_results),
             "terminal_phase_epoch": self.terminal_phase_epoch,
             "accuracy": dict(self.last_accuracy),
             "final_metrics": self.last_results,

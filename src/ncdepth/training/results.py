@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from rich.table import Table
 
+from ncdepth.metrics.generalized import separation_law
 from ncdepth.report.style import (
     band,
     layer_colourbar,
@@ -100,6 +101,17 @@ def ncc_train_error_figure(table: pd.DataFrame, eps: Sequence[float], config: Ma
         "\n".join(line for line in ("NCC train error per layer", run_title(config)) if line), fontsize=10
     )
     return figure
+
+
+def separation_laws(results: SplitResults) -> dict[str, dict[str, float]]:
+    """``{split: He & Su's fit of log fuzziness over the layers}`` (:func:`ncdepth.metrics.generalized.
+    separation_law`: ``slope``, ``intercept``, ``r2``, ``ratio``, ``layers``) for every split whose layers
+    report ``fuzziness``, layers in measured order; ``summary.json`` holds it as ``separation_law``."""
+    return {
+        split: separation_law([metrics["fuzziness"] for metrics in layers.values()])
+        for split, layers in results.items()
+        if layers and all("fuzziness" in metrics for metrics in layers.values())
+    }
 
 
 def run_title(config: Mapping[str, Any]) -> str:
