@@ -1,0 +1,131 @@
+"""Cost of the registry's extra metrics (``nc.measures``, ``docs/metrics.md``).
+
+* **In the default analysis**: ``analyse_split`` + ``compute()`` over the train split of MLP-6-512 on
+  mnist-shaped inputs (C = 10, batches of 128), the metric built as ``NeuralCollapseCallback`` builds it,
+  with no extra metric, with ``ncdepth-train``'s default ones (``registry.DEFAULT_EXTRA``) and with those
+  plus ``probe_acc``; repetitions interleaved, each ratio the median of the per-repetition ratios to the run
+  with none (target for the default: <= 1.10).
+* **Per measure**: the median time of each default measure on the last layer's class means (once per
+  layer and analysis), also divided by the batches of an analysis (ms per layer-batch); the probe's
+  per-batch moment and prediction and its once-per-layer fit.
+* **At vocabulary scale**: the generalized measures of ``C = 50,257`` random class means in ``d = 768``
+  (``--quick``: ``C = 8,192``), nothing ``C x C`` held.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from ncdepth.metrics import NeuralCollapse
+from ncdepth.metrics import generalized as G
+from ncdepth.metrics import probe as P
+from ncdepth.metrics.registry import DEFAULT_EXTRA
+from ncdepth.models import MLP
+from ncdepth.training.analysis import analyse_split
+from ncdepth.training.layer_weights import linear_inputs
+
+NUM_CLASSES, BATCH, WIDTH = 10, 128, 512
+
+
+def median_ms(function: Callable[[], object], repetitions: int) -> float:
+    times = []
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def main(quick: bool = False, device: str = "cpu") -> None:
+    torch.manual_seed(0)
+    where = torch.device(device)
+    samples = 2_000 if quick else 5_000
+    model = MLP(input_shape=(1, 28, 28), num_classes=NUM_CLASSES, depth=6, width=WIDTH).eval().to(where)
+    inputs = torch.randn(samples, 1, 28, 28)
+    loader = DataLoader(TensorDataset(inputs, torch.arange(samples) % NUM_CLASSES), batch_size=BATCH)
+
+    def metric(measures: tuple[str, ...]) -> NeuralCollapse:
+        return NeuralCollapse(
+            NUM_CLASSES,
+            classifier_layer=model.classifier_layer,
+            classifier_weight=lambda: model.classifier.weight.detach(),
+            measures=measures,
+            layer_weights=linear_inputs(model),
+        ).to(where)
+
+    def analysis(measures: tuple[str, ...]) -> float:
+        measured = metric(measures)
+        start = time.perf_counter()
+        analyse_split(model, loader, {"train": (measured, 1)}, device=where)
+        measured.compute()
+        if where.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    configs = {"none": (), "default": DEFAULT_EXTRA, "default + probe_acc": (*DEFAULT_EXTRA, "probe_acc")}
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(3 if quick else 7):
+        for name, measures in configs.items():
+            times[name].append(analysis(measures))
+    print(
+        f"MLP-6-{WIDTH}, N = {samples}, C = {NUM_CLASSES}, batches of {BATCH} ({len(loader)} batches), 6 layers"
+    )
+    for name in configs:
+        ratio = statistics.median(a / b for a, b in zip(times[name], times["none"], strict=True))
+        print(
+            f"  analysis with {name:20s} {1e3 * statistics.median(times[name]):8.1f} ms   / none: {ratio:.3f}"
+        )
+
+    reference = metric(())
+    with torch.no_grad():
+        for x, y in loader:
+            reference.update(model(x.to(where))[1], y.to(where))
+    reference.next_phase()
+    layer = model.layer_names[-1]
+    means, counts = reference.class_means()[layer], reference.class_counts()
+    weight = model.classifier.weight.detach()
+    batches = len(loader)
+    print(
+        f"per measure, last layer (d = {WIDTH}): ms per layer per analysis, and per layer-batch (/{batches})"
+    )
+    for name in DEFAULT_EXTRA:
+        cost = median_ms(
+            lambda name=name: G.generalized_metrics(
+                means, counts, (name,), nc1=1.0, weight=weight, layer_weight=weight
+            ),
+            50,
+        )
+        print(f"  {name:14s} {cost:8.3f} ms   {cost / batches:.4f} ms per layer-batch")
+    with torch.no_grad():
+        h = model(next(iter(loader))[0].to(where))[1][layer].float()
+    moment = torch.zeros(WIDTH, WIDTH, dtype=torch.float64, device=where)
+    accumulate = median_ms(lambda: P.add_moment(moment, h, None), 100)
+    sums = torch.zeros(NUM_CLASSES, WIDTH, dtype=torch.float64, device=where)
+    ridge = moment + torch.eye(WIDTH, dtype=torch.float64, device=where)
+    fit = median_ms(lambda: P.fit_probe(counts, sums, ridge, None), 20)
+    probe = P.fit_probe(counts, sums, ridge, None)
+    predict = median_ms(lambda: probe.predict(h), 100)
+    print(
+        f"  probe_acc      moment {accumulate:.3f} + prediction {predict:.3f} ms per layer-batch "
+        f"(B = {BATCH}); fit {fit:.2f} ms per layer"
+    )
+
+    classes, dim = (8_192 if quick else 50_257), 768
+    generator = torch.Generator().manual_seed(0)
+    vocabulary = torch.randn(classes, dim, generator=generator, dtype=torch.float64).to(where)
+    ones = torch.ones(classes, dtype=torch.float64, device=where)
+    for names in (("nc2g_dist", "nc2g_log"), ("erank_means",), ("nc3u_uni_dual",), ("w_align",)):
+        start = time.perf_counter()
+        G.generalized_metrics(
+            vocabulary, ones, names, nc1=1.0, weight=vocabulary, layer_weight=vocabulary[:dim]
+        )
+        print(f"  C = {classes:,}, d = {dim}: {' + '.join(names)} {time.perf_counter() - start:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
