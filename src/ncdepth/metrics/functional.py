@@ -38,7 +38,7 @@ from torch import Tensor
 
 from ncdepth.metrics.generalized import generalized_metrics
 from ncdepth.metrics.probe import PROBE_MAX_DIM, PROBE_RIDGE, add_moment, fit_probe, make_projection
-from ncdepth.metrics.registry import CORE_NAMES, check_measures
+from ncdepth.metrics.registry import BY_NAME, CORE_NAMES, check_measures
 from ncdepth.metrics.stats import (
     ClassStatistics,
     PassTwoSums,
@@ -126,6 +126,7 @@ def class_statistics(
     ncc_centres: Tensor | None = None,
     pool: str = "flatten",
     full_scatter: bool | None = None,
+    means_only: bool = False,
 ) -> ClassStatistics:
     """Both passes over one batch holding all the data; see :mod:`ncdepth.metrics.stats`.
 
@@ -140,6 +141,8 @@ def class_statistics(
         pool: ``"flatten"`` or ``"avg"`` (global average over the spatial axes of ``(N, K, ...)`` maps).
         full_scatter: accumulate the ``d x d`` scatter instead of the ``C x C`` projected one (default: when
             ``d < C``).
+        means_only: pass 1 only: the counts and means, every pass-2 sum zero (``eigenvalues`` zero, so no
+            ``d x d`` object): enough for the metrics whose registry ``needs`` are the means alone.
 
     Example:
         >>> import torch
@@ -160,6 +163,11 @@ def class_statistics(
     counts, sums = class_sums(h, labels, num_classes)
     if not all_finite(sums):  # any NaN or Inf feature poisons its class sum
         raise ValueError("features contain NaN or Inf")
+    if means_only:
+        zeros = torch.zeros_like(counts)
+        means = (sums / counts.clamp(min=1)[:, None]).masked_fill_((counts == 0)[:, None], math.nan)
+        resolution = torch.finfo(h.dtype).eps
+        return ClassStatistics(counts, means, zeros, zeros, zeros, zeros, None, resolution)
     if full_scatter is None:
         full_scatter = uses_full_scatter(h.shape[1], num_classes)
     centres, absent = None, None
@@ -583,7 +591,12 @@ def classifier_logits(features: Tensor, weight: Tensor, bias: Tensor | None = No
 
 
 def _one(name: str, features: Tensor, labels: Tensor, num_classes: int) -> float:
-    return metrics_from_statistics(class_statistics(features, labels, num_classes))[name]
+    """One metric, from only what its registry entry ``needs``: a metric of the class means alone reads
+    the features once (pass 1), the others twice."""
+    means_only = BY_NAME[name].needs == ("means",)
+    return metrics_from_statistics(class_statistics(features, labels, num_classes, means_only=means_only))[
+        name
+    ]
 
 
 def nc1(features: Tensor, labels: Tensor, num_classes: int) -> float:

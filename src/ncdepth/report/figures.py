@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from ncdepth.metrics.registry import BY_NAME
 from ncdepth.report.style import (
     NothingToPlot,
     band,
@@ -57,8 +58,8 @@ from ncdepth.report.style import (
 
 DEPTH_KEY = "model.depth"
 EFFECTIVE_DEPTH_PREFIX = "effective_depth@"
-COLLAPSE_METRICS = {"nc1": "NC1", "nc2_etf": "NC2 (distance to the ETF)", "nc3": "NC3", "nc4": "NC4"}
-"""NC1-NC4 as drawn for the classifier layer (``docs/metrics.md``), with their panel titles."""
+COLLAPSE_METRICS = {name: BY_NAME[name].label for name in ("nc1", "nc2_etf", "nc3", "nc4")}
+"""NC1-NC4 as drawn for the classifier layer, with their panel titles (``ncdepth.metrics.registry``)."""
 CLASS_NORMS = {"w": "classifier rows ‖w_k‖", "h": "class means ‖h̄_k‖"}
 """The per-class norms of :func:`minority_collapse`: ``{norm}_norm_ratio@k`` and ``…_pred@k``."""
 PREDICTION_STYLE = {"linestyle": "--", "marker": "D", "markersize": 4, "markerfacecolor": "none"}
