@@ -48,6 +48,7 @@ FIGURES = (
     "final_ncc_error_and_cdnv_per_layer",
     "effective_depth_by_depth_and_label_noise",
     "last_layer_collapse",
+    "separation_fuzziness",
 )
 MINORITY_FIGURE = "minority_collapse"  # skipped: no deep linear head
 
@@ -75,6 +76,7 @@ def layer_metrics(layer: int, depth: int, epoch: int, noise: float, seed: int) -
         "nc2_etf": collapse,
         "nc3": collapse if last else float("nan"),
         "nc4": collapse / 10 if last else float("nan"),
+        "fuzziness": 20 * collapse,
     }
 
 
@@ -115,7 +117,11 @@ def write_run(
     if summary:
         errors = [1 - ncc_accuracy(layer, depth, epochs[-1], noise, seed) for layer in range(1, depth + 1)]
         effective = {str(eps): next((i + 1 for i, e in enumerate(errors) if e <= eps), None) for eps in EPS}
-        content = {"effective_depth": effective, "accuracy": {"train": 1.0 - noise, "test": 0.9}}
+        content = {
+            "effective_depth": effective,
+            "accuracy": {"train": 1.0 - noise, "test": 0.9},
+            "separation_law": {"train": {"slope": -0.1 * depth, "r2": 0.9 + noise / 10}},
+        }
         (run_dir / "summary.json").write_text(json.dumps(content))
     return len(rows)
 
@@ -205,6 +211,7 @@ def test_runs_table_lists_failed_and_interrupted_runs_in_natural_order(sweep: tu
     assert runs.loc["0", "effective_depth@0.01"] == 2
     assert runs.loc["0", "final_acc_train"] == 1.0
     assert runs.loc["6", "final_acc_train"] == pytest.approx(0.8)
+    assert runs.loc["0", "separation_slope"] == pytest.approx(-0.1 * DEPTHS[0])
 
 
 def test_cli_writes_tables_and_every_figure(sweep: tuple[Path, int], tmp_path: Path, capsys) -> None:
@@ -313,9 +320,23 @@ def integer_ticks(ticks: np.ndarray) -> bool:
 
 
 def test_figure_names_follow_the_swept_keys(figures: dict[str, Callable[[], Figure]]) -> None:
-    assert list(figures) == [*FIGURES[:4], MINORITY_FIGURE]
+    assert list(figures) == [*FIGURES[:4], FIGURES[4], MINORITY_FIGURE]
     with pytest.raises(NothingToPlot, match="no run logged per-class norms"):
         figures[MINORITY_FIGURE]()
+
+
+def test_separation_fuzziness_is_on_a_log_axis_with_the_fits(
+    figures: dict[str, Callable[[], Figure]],
+) -> None:
+    """He & Su's figure: fuzziness vs layer on a log axis, each curve labelled with the mean slope and R^2
+    of its runs' ``separation_law`` (here slope -0.1 depth, R^2 0.9 + noise/10)."""
+    figure = figures["separation_fuzziness"]()
+    (ax,) = panels(figure)
+    assert ax.get_yscale() == "log" and ax.get_xlabel() == "layer"
+    labels = legend_texts(figure)
+    for depth in DEPTHS:
+        for noise in NOISES:
+            assert any(f"slope {-0.1 * depth:.3g}, R² {0.9 + noise / 10:.3f}" in label for label in labels)
 
 
 def test_ncc_train_error_is_on_a_log_axis_with_the_thresholds(
