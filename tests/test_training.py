@@ -15,6 +15,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ncdepth.metrics import METRIC_NAMES, NeuralCollapse, effective_depth
 from ncdepth.metrics import functional as NCF
+from ncdepth.metrics.generalized import separation_law
+from ncdepth.metrics.registry import DEFAULT_EXTRA
 from ncdepth.models import MLP
 from ncdepth.training import (
     AnalysisConfig,
@@ -213,11 +215,13 @@ def test_callback_writes_consistent_per_layer_metrics(tmp_path: Path) -> None:
     assert sorted(table["epoch"].unique()) == [0, 2, 4]
     assert set(table["split"]) == {"train", "train_clean", "test"}
     assert set(table["layer"]) == {"layer1", "layer2", "layer3"}
-    assert set(table["metric"]) == set(METRIC_NAMES)
+    measured = set(METRIC_NAMES) | set(DEFAULT_EXTRA)  # nc.measures: the registry's defaults
+    assert set(table["metric"]) == measured
     assert not table.duplicated(["epoch", "split", "layer", "metric"]).any()
     per_layer = table.groupby(["epoch", "split", "layer"])["metric"].apply(set)
+    classifier_only = {"nc3", "nc4", "nc3u_uni_dual", "w_align"}  # the classifier is the only linear map
     for (_, _, layer), names in per_layer.items():  # nc3 and nc4 only at the classifier's input
-        expected = set(METRIC_NAMES) - ({"nc3", "nc4"} if layer != "layer3" else set())
+        expected = measured - (classifier_only if layer != "layer3" else set())
         assert names == expected
     ncc = table[table["metric"] == "ncc_acc"]["value"]
     assert ((ncc >= 0) & (ncc <= 1)).all()
@@ -232,6 +236,12 @@ def test_callback_writes_consistent_per_layer_metrics(tmp_path: Path) -> None:
     ]
     for eps, depth in summary["effective_depth"].items():
         assert depth == effective_depth(errors, float(eps))
+    for split, law in summary["separation_law"].items():  # He & Su's fit of log fuzziness over the layers
+        rows = table[(table["epoch"] == 4) & (table["split"] == split) & (table["metric"] == "fuzziness")]
+        assert law == separation_law(
+            [rows[rows["layer"] == layer]["value"].item() for layer in summary["layers"]]
+        )
+    assert set(summary["separation_law"]) == {"train", "train_clean", "test"}
     assert summary["data"] == data.data_report()
     assert summary["accuracy"] == callback.last_accuracy
     assert summary["timings"]["analyses"] == 3 and summary["timings"]["train_epochs"] == 4
