@@ -4,7 +4,9 @@
   ``neural_collapse``, all of them at once);
 * :class:`NeuralCollapse` — the streaming, DDP-correct torchmetrics ``Metric`` for many layers at once;
 * :class:`LayerTap` — ``{layer: (B, d)}`` embeddings of any model's named modules, by forward hooks;
-* :func:`effective_depth` — Galanti et al.'s effective depth from per-layer NCC train errors.
+* :func:`effective_depth` — Galanti et al.'s effective depth from per-layer NCC train errors;
+* :mod:`ncdepth.metrics.registry` — every metric name, its formula, section and needs; the extra metrics
+  (:mod:`ncdepth.metrics.generalized`, :mod:`ncdepth.metrics.probe`) are asked for by name.
 
 ``docs/metrics.md`` is the contract: every formula, the conventions, and how they differ from other
 implementations.
