@@ -11,11 +11,19 @@ MODULES = (
     "ncdepth.metrics",
     "ncdepth.metrics.collapse",
     "ncdepth.metrics.functional",
+    "ncdepth.metrics.generalized",
+    "ncdepth.metrics.probe",
+    "ncdepth.metrics.registry",
     "ncdepth.metrics.stats",
     "ncdepth.metrics.tap",
     "ncdepth.metrics.validation",
 )
-WITH_EXAMPLES = ("ncdepth.metrics.collapse", "ncdepth.metrics.functional", "ncdepth.metrics.tap")
+WITH_EXAMPLES = (
+    "ncdepth.metrics.collapse",
+    "ncdepth.metrics.functional",
+    "ncdepth.metrics.generalized",
+    "ncdepth.metrics.tap",
+)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -217,3 +217,19 @@ def test_two_processes_equal_one(tmp_path: Path) -> None:
             assert list(got["features"]) == list(expected["features"])
             for name, value in expected["features"].items():
                 assert got["features"][name] == pytest.approx(value, rel=1e-10, abs=1e-15), name
+
+
+def test_nearly_coinciding_directions_keep_their_distance() -> None:
+    """Two class means 1e-6 apart in direction: the distance from ``sqrt(2 - 2 cos)`` would be off by about
+    1e-8 absolute (1 % here) and its logarithm with it; the difference itself is exact to rounding."""
+    generator = torch.Generator().manual_seed(2)
+    means = torch.randn(6, 5, generator=generator, dtype=torch.float64)
+    means[1] = means[0] + 1e-6 * torch.linalg.vector_norm(means[0]) * torch.randn(
+        5, generator=generator, dtype=torch.float64
+    )
+    means -= means.mean(0)
+    units = [m / m.norm() for m in means]
+    pairs = torch.stack([(units[a] - units[b]).norm() for a in range(6) for b in range(a + 1, 6)])
+    got = hyperspherical_uniformity(means)
+    assert got["nc2g_log"] == pytest.approx(float((-pairs.log()).var(correction=0)), rel=1e-10)
+    assert got["nc2g_dist"] == pytest.approx(float(pairs.var(correction=0)), rel=1e-10)

@@ -31,6 +31,8 @@ from torch import Tensor
 
 PAIR_BLOCK = 1024
 """Classes per side of a block of pairs: a 1024 x 1024 float64 block is 8 MiB."""
+CLOSE_COSINE = 1e-3
+"""Pairs of unit means with ``cos > 1 - CLOSE_COSINE`` get their distance from the difference itself."""
 
 
 class RunningMoments:
@@ -64,8 +66,11 @@ def unit_rows(centred: Tensor) -> Tensor:
 def hyperspherical_uniformity(centred: Tensor, block: int = PAIR_BLOCK) -> dict[str, float]:
     """``nc2g_dist`` and ``nc2g_log`` of the ``(C, d)`` centred means, over blocks of class pairs.
 
-    Per block: the cosines of the unit rows from one product, ``||u_a - u_b|| = sqrt(2 - 2 cos_ab)``
-    (clamped at 0), and the running moments of the distances and of their negative logarithms.
+    Per block: the cosines of the unit rows from one product and ``||u_a - u_b|| = sqrt(2 - 2 cos_ab)``,
+    except for the pairs with ``cos_ab > 1 -`` :data:`CLOSE_COSINE` (distance below about 0.045), whose
+    distance is taken as the norm of the difference (``2 - 2 cos`` would leave it about ``1e-8`` absolute,
+    which the logarithm of a small distance magnifies); then the running moments of the distances and of
+    their negative logarithms.
 
     Example:
         >>> import torch
@@ -77,15 +82,22 @@ def hyperspherical_uniformity(centred: Tensor, block: int = PAIR_BLOCK) -> dict[
     taken = unit.shape[0]
     distances, logs = RunningMoments(), RunningMoments()
     for start in range(0, taken, block):
-        rows = slice(start, start + block)
+        rows = unit[start : start + block]
         for other in range(start, taken, block):
-            cosines = unit[rows] @ unit[other : other + block].T
+            cols = unit[other : other + block]
+            cosines = rows @ cols.T
+            close = (cosines > 1.0 - CLOSE_COSINE).nonzero()
+            distance = cosines.mul_(-2.0).add_(2.0).clamp_(min=0.0).sqrt_()
+            if len(close):
+                distance[close[:, 0], close[:, 1]] = torch.linalg.vector_norm(
+                    rows[close[:, 0]] - cols[close[:, 1]], dim=1
+                )
             if other == start:  # a diagonal block: its strict upper triangle
-                upper = torch.triu_indices(*cosines.shape, 1, device=cosines.device)
-                cosines = cosines[upper[0], upper[1]]
-            distance = cosines.flatten().mul_(-2.0).add_(2.0).clamp_(min=0.0).sqrt_()
+                upper = torch.triu_indices(*distance.shape, 1, device=distance.device)
+                distance = distance[upper[0], upper[1]]
+            distance = distance.flatten()
             distances.add(distance)
-            logs.add(distance.log_().neg_())
+            logs.add(distance.log().neg_())
     return {"nc2g_dist": distances.variance(), "nc2g_log": logs.variance()}
 
 
@@ -112,8 +124,9 @@ def ood_orthogonality(means: Tensor, ood_mean: Tensor) -> float:
 
     Example:
         >>> import torch
-        >>> ood_orthogonality(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([0.0, 3.0]))  # 0 and 1/sqrt 2
-        0.35355339...
+        >>> means = torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+        >>> round(ood_orthogonality(means, torch.tensor([0.0, 3.0])), 12)  # |cos| 0 and 1/sqrt 2
+        0.353553390593
     """
     ood = ood_mean.detach().to(means).flatten()
     if ood.shape[0] != means.shape[1]:
