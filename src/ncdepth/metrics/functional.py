@@ -237,7 +237,9 @@ def metrics_from_statistics(
     total = counts.sum()
     missing = (counts < min_class_count).nonzero().flatten().tolist()
     if missing and empty_classes != "nan":
-        raise ValueError(unmeasured_classes_message(missing, len(counts), min_class_count, where, empty_classes))
+        raise ValueError(
+            unmeasured_classes_message(missing, len(counts), min_class_count, where, empty_classes)
+        )
     if missing or _means_coincide(stats, where):
         out = dict.fromkeys(_CLASS_MEAN_METRICS, math.nan)
         if weight is None:
@@ -265,42 +267,43 @@ def check_empty_classes(empty_classes: str) -> None:
         raise ValueError(f"empty_classes must be one of {list(EMPTY_CLASS_POLICIES)}, got {empty_classes!r}")
 
 
-def few_ids(ids: Sequence[int], shown: int = 8) -> str:
-    """``"3 (0, 4, 9)"`` or ``"412 (0, 3, 6, 12, 15, 17, 20, 21, ...)"``: a count and the first few ids."""
-    head = ", ".join(str(i) for i in ids[:shown])
-    return f"{len(ids):,} ({head}{', ...' if len(ids) > shown else ''})"
-
-
 def unmeasured_classes_message(
     missing: Sequence[int], num_classes: int, min_class_count: int, where: str, empty_classes: str
 ) -> str:
-    """One line: how many classes (and the first ids) have too few samples, and what to pass instead."""
-    fewer = "no samples" if min_class_count == 1 else f"fewer than min_class_count = {min_class_count} samples"
+    """One line: how many classes have too few samples, the first few of their ids (never all of them: a
+    vocabulary may miss thousands), and what to pass instead."""
+    fewer = (
+        "no samples" if min_class_count == 1 else f"fewer than min_class_count = {min_class_count} samples"
+    )
+    shown = ", ".join(str(c) for c in missing[:8]) + (", ..." if len(missing) > 8 else "")
+    head = (
+        f"{len(missing):,} of {num_classes:,} classes {'has' if len(missing) == 1 else 'have'} {fewer}{where}"
+    )
     if empty_classes == "drop":
         return (
-            f"{few_ids(missing)} of {num_classes:,} classes have {fewer}{where}: with empty_classes='drop', "
-            "restrict the statistics to the measured classes before pass 2 (neural_collapse and "
-            "NeuralCollapse do)"
+            f"{head} (classes {shown}): with empty_classes='drop', restrict the statistics to the measured "
+            "classes before pass 2 (neural_collapse and NeuralCollapse do)"
         )
     return (
-        f"{few_ids(missing)} of {num_classes:,} classes have {fewer}{where}; pass empty_classes='drop' to "
-        "measure every metric over the classes present, or 'nan' for NaN class-mean metrics"
+        f"{head} (classes {shown}); pass empty_classes='drop' to measure every metric over the other classes, "
+        "or 'nan' for NaN class-mean metrics"
     )
 
 
-def measured_classes(
-    labels: Tensor, num_classes: int, min_class_count: int = 1, *, counts: Tensor | None = None
-) -> Tensor:
-    """The ``(C',)`` int64 ids of the classes with at least ``min_class_count`` samples, ascending: those
-    that ``empty_classes="drop"`` measures (``counts``, when given, replaces counting ``labels``).
+def measured_classes(counts: Tensor, min_class_count: int = 1) -> Tensor:
+    """The ``(C',)`` int64 ids, ascending, of the classes with at least ``min_class_count`` samples, given
+    the ``(C,)`` class ``counts``: those that ``empty_classes="drop"`` measures.
+
+    Args:
+        counts: ``(C,)`` number of samples of each class.
+        min_class_count: the fewest samples a class needs to be measured.
 
     Example:
         >>> import torch
-        >>> measured_classes(torch.tensor([4, 0, 4, 2, 4]), 6), measured_classes(torch.tensor([4, 0, 4]), 6, 2)
+        >>> counts = torch.tensor([1.0, 0.0, 1.0, 0.0, 3.0, 0.0])
+        >>> measured_classes(counts), measured_classes(counts, min_class_count=2)
         (tensor([0, 2, 4]), tensor([4]))
     """
-    if counts is None:
-        counts = class_counts(labels, num_classes)
     return (counts >= min_class_count).nonzero().flatten()
 
 
@@ -319,7 +322,9 @@ def _means_coincide(stats: ClassStatistics, where: str) -> bool:
     return True
 
 
-def _class_mean_metrics(stats: ClassStatistics, *, weight: Tensor | None, rtol: float | None) -> dict[str, float]:
+def _class_mean_metrics(
+    stats: ClassStatistics, *, weight: Tensor | None, rtol: float | None
+) -> dict[str, float]:
     """Every metric built on the class means. ``C <= d``: through the ``C x C`` Gram ``G = M~ M~^T``.
     ``C > d``: nothing ``C x C`` is formed; ``nc1`` and ``nc2_etf`` go through the ``d x d``
     ``B = M~^T M~`` and the pair metrics through blocks of :data:`PAIR_BLOCK` classes."""
@@ -575,7 +580,7 @@ def _measured_only(
     invalid = int(count_invalid_labels(labels, num_classes))
     if invalid:
         raise ValueError(f"labels must lie in 0..{num_classes - 1}: {invalid} of {len(labels)} lie outside")
-    kept = measured_classes(labels, num_classes, min_class_count)
+    kept = measured_classes(class_counts(labels, num_classes), min_class_count)
     if len(kept) == num_classes:
         return features, labels, num_classes, weight, bias, logits, ncc_means
     if len(kept) < 2:
@@ -655,6 +660,27 @@ def nc1(features: Tensor, labels: Tensor, num_classes: int) -> float:
         0.0312
     """
     return _one("nc1", features, labels, num_classes)
+
+
+def nc1_rank_normalized(features: Tensor, labels: Tensor, num_classes: int) -> float:
+    """``Tr(Sigma_W Sigma_B^+) / rank(Sigma_B) = (C / r) nc1``: the mean, over the ``r <= min(C - 1, d)``
+    directions that separate the class means, of the within- to between-class variance ratio along each
+    (``docs/metrics.md``, "More classes than dimensions"). Comparable across ``C`` and ``d``; equals
+    ``C / (C - 1) nc1`` when the means span ``C - 1`` dimensions.
+
+    Args:
+        features: ``(N, ...)`` embeddings.
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+
+    Example:
+        >>> import torch
+        >>> features = torch.tensor([[2.0, 0.0], [2.0, 1.0], [-1.0, 2.0], [-1.0, 1.0], [-1.0, -2.0],
+        ...                          [-1.0, -3.0]])
+        >>> round(nc1_rank_normalized(features, torch.tensor([0, 0, 1, 1, 2, 2]), 3), 4)  # 3/2 nc1
+        0.0469
+    """
+    return _one("nc1_rank_normalized", features, labels, num_classes)
 
 
 def nc1_trace_ratio(features: Tensor, labels: Tensor, num_classes: int) -> float:
