@@ -9,7 +9,8 @@ as the README's example does.
 
 Printed: the number of tokens measured (``num_classes_present``), the wall time of the model's forward passes
 and of the metric (``update`` of both passes, ``next_phase()``, ``compute()``), and the peak resident memory
-of the process (``VmHWM``) with the resident memory before the metric was created (model and corpus). Not
+of the process (``VmHWM``) with the resident memory before the metric was created (model and corpus), and
+the CPU time of each part (on a shared machine the wall time also counts the waits for a core). Not
 part of ``make bench`` (one run takes minutes)::
 
     OMP_NUM_THREADS=1 python benchmarks/token_level.py
@@ -88,11 +89,13 @@ def main() -> None:
         min_class_count=args.min_class_count,
     )
     seconds = {"forward": 0.0, "metric": 0.0}
+    cpu = {"forward": 0.0, "metric": 0.0}
 
     def clock(kind: str, function, *arguments, **options):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = function(*arguments, **options)
         seconds[kind] += time.perf_counter() - start
+        cpu[kind] += time.process_time() - start_cpu
         return result
 
     start = time.perf_counter()
@@ -120,6 +123,10 @@ def main() -> None:
     print(
         f"wall: {total:.1f} s in all = model forward {seconds['forward']:.1f} s (both passes) + metric "
         f"{seconds['metric']:.1f} s (token_features, update x 2, next_phase, compute)"
+    )
+    print(
+        f"CPU time (all threads; the wall time of an idle machine at one thread): model forward "
+        f"{cpu['forward']:.1f} s, metric {cpu['metric']:.1f} s"
     )
     print(
         f"peak resident memory {resident_bytes('VmHWM') / 2**30:.2f} GiB "
