@@ -56,9 +56,8 @@ scores, keeping a running minimum: nothing of size ``C x C`` or ``B x C`` is for
 cache (:data:`BLOCK_ELEMENTS`), held in buffers reused from block to block and, by the streaming metric, from
 batch to batch (:class:`Workspace`), so nothing of size ``B x d`` is allocated. Pass 2 reads each block of
 features once: it writes the residuals ``e = h - hi_y`` into the first buffer (working precision), takes their
-norms and multiplies them by the ``K x d`` directions (one product per block, into a ``K x n`` buffer, from
-which the block's float64 sums of squares and NCC scores are taken while it is in cache); the full path also
-copies them to the second buffer (float64, exact) for the ``d x d`` scatter. The residual
+norms and multiplies them by the ``K x d`` directions (one product per block, into the ``K x B`` projections);
+the full path also copies them to the second buffer (float64, exact) for the ``d x d`` scatter. The residual
 norms are not taken as ``||h||^2 - 2 h.hi_y + ||hi_y||^2`` from the product: in float32 that cancels
 catastrophically once the classes collapse.
 """
