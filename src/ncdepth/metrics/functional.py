@@ -42,7 +42,6 @@ from torch import Tensor
 from ncdepth.metrics.stats import (
     ClassStatistics,
     PassTwoSums,
-    Workspace,
     all_finite,
     class_counts,
     class_sums,
@@ -173,8 +172,7 @@ def class_statistics(
     invalid = int(count_invalid_labels(labels, num_classes))
     if invalid:
         raise ValueError(f"labels must lie in 0..{num_classes - 1}: {invalid} of {h.shape[0]} lie outside")
-    workspace = Workspace()  # one set of block buffers for both passes
-    counts, sums = class_sums(h, labels, num_classes, workspace)
+    counts, sums = class_sums(h, labels, num_classes)
     if not all_finite(sums):  # any NaN or Inf feature poisons its class sum
         raise ValueError("features contain NaN or Inf")
     if full_scatter is None:
@@ -193,7 +191,7 @@ def class_statistics(
         centres = torch.nan_to_num(centres)
     anchors = make_anchors(counts, sums, h.dtype, centres, absent, full_scatter=full_scatter)
     accumulated = PassTwoSums.zeros(num_classes, h.shape[1], full=full_scatter, device=h.device)
-    prediction = second_pass(h, labels, anchors, accumulated, workspace)
+    prediction = second_pass(h, labels, anchors, accumulated)
     disagreements = None
     if logits is not None:
         disagreements = (logits.to(h.device).argmax(1) != prediction).sum().double()

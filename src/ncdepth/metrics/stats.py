@@ -141,30 +141,27 @@ def row_blocks(h: Tensor, min_rows: int = 1) -> list[slice]:
 
 
 class Workspace:
-    """Buffers reused from batch to batch, one per device, dtype and slot (grown when a larger one is asked
+    """Buffers reused from batch to batch, one per device and dtype (grown when a larger one is asked
     for), so that the per-batch work allocates, and on CPU page-faults, nothing of the size of a block of
-    rows. Blocks are processed one after the other, so one buffer per dtype and use suffices: slot 0 holds a
-    block of rows, slot 1 its projections, slot 2 their float64 copy (a float64 block needs all three)."""
+    rows. Blocks are processed one after the other, so one buffer per dtype suffices."""
 
     def __init__(self) -> None:
-        self._buffers: dict[tuple[torch.device, torch.dtype, int], Tensor] = {}
+        self._buffers: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
-    def rows(self, rows: int, dim: int, device: torch.device, dtype: torch.dtype, slot: int = 0) -> Tensor:
-        """A ``(rows, dim)`` view of the buffer for ``(device, dtype, slot)`` (its values are arbitrary)."""
-        size, key = rows * dim, (device, dtype, slot)
-        buffer = self._buffers.get(key)
+    def rows(self, rows: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """A ``(rows, dim)`` view of the buffer for ``(device, dtype)`` (its values are arbitrary)."""
+        size = rows * dim
+        buffer = self._buffers.get((device, dtype))
         if buffer is None or buffer.numel() < size:
-            buffer = self._buffers[key] = torch.empty(size, dtype=dtype, device=device)
+            buffer = self._buffers[(device, dtype)] = torch.empty(size, dtype=dtype, device=device)
         return buffer[:size].view(rows, dim)
 
 
-def class_sums(
-    h: Tensor, labels: Tensor, num_classes: int, workspace: Workspace | None = None
-) -> tuple[Tensor, Tensor]:
+def class_sums(h: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
     """Pass 1 over all of ``h``: float64 class counts ``N_c`` ``(C,)`` and class sums ``S_c`` ``(C, d)``."""
     counts = torch.zeros(num_classes, dtype=torch.float64, device=h.device)
     sums = torch.zeros(num_classes, h.shape[1], dtype=torch.float64, device=h.device)
-    add_class_sums(counts, sums, h, labels, workspace)
+    add_class_sums(counts, sums, h, labels)
     return counts, sums
 
 
@@ -382,26 +379,21 @@ def _residual_blocks(
 def _projected_pass(
     h: Tensor, index: Tensor, anchors: Anchors, sums: PassTwoSums, workspace: Workspace
 ) -> Tensor:
-    """``d >= C``: per block of rows, the ``(K, n)`` products ``D e`` of the directions with the residuals
-    (in a reused buffer), ``sum (u_k . e)^2`` of their first ``C`` rows ``U^T e`` (squared exactly in
-    float64, in a second buffer) and the nearest centres ``argmin_k ||hi_y - nu_k||^2 - 2 e.(nu_k - o)``:
-    everything a block needs stays in cache, and nothing of size ``B x K`` is allocated."""
-    num_classes, total = anchors.num_classes, anchors.directions.shape[0]
-    prediction = torch.empty_like(index)
+    """``d >= C``: the ``(K, B)`` products ``D e`` of the directions with the residuals, block by block;
+    then, once per batch, ``sum (u_k . e)^2`` (float64) of their first ``C`` rows ``U^T e`` and the nearest
+    centres ``argmin_k ||hi_y - nu_k||^2 - 2 e.(nu_k - o)``."""
+    num_classes = anchors.num_classes
+    products = h.new_empty(anchors.directions.shape[0], h.shape[0])
     for block, residual in _residual_blocks(h, index, anchors, sums, workspace):
-        rows = block.stop - block.start
-        products = workspace.rows(total, rows, h.device, h.dtype, slot=1)
-        torch.mm(anchors.directions, residual.T, out=products)
-        own = products[:num_classes]
-        squares = workspace.rows(num_classes, rows, h.device, torch.float64, slot=2).copy_(own)
-        sums.scatter.add_(squares.square_().sum(1))
-        table = anchors.centre_table.index_select(0, index[block])
-        if anchors.coefficients is not None:
-            scores = torch.addmm(table, own.T, anchors.coefficients, alpha=-2.0)
-        else:
-            scores = torch.add(table, products[num_classes:].T, alpha=-2.0)
-        prediction[block] = scores.argmin(1)
-    return prediction
+        torch.mm(anchors.directions, residual.T, out=products[:, block])
+    own = products[:num_classes]
+    sums.scatter.add_(own.double().square().sum(1))  # not in place: for float64, own.double() is own
+    table = anchors.centre_table.index_select(0, index)
+    if anchors.coefficients is not None:
+        scores = torch.addmm(table, own.T, anchors.coefficients, alpha=-2.0)
+    else:
+        scores = torch.add(table, products[num_classes:].T, alpha=-2.0)
+    return scores.argmin(1)
 
 
 def _full_pass(h: Tensor, index: Tensor, anchors: Anchors, sums: PassTwoSums, workspace: Workspace) -> Tensor:
