@@ -7,7 +7,7 @@ NOTEBOOK_STAMP := $(VENV)/.installed-notebook
 # The report directory `make notebook` opens: absolute, or relative to this directory.
 REPORT ?= $(or $(NCDEPTH_REPORT_DIR),multirun/depth/report)
 
-.PHONY: install train test test-slow bench lint notebook clean
+.PHONY: install train test test-slow bench lint notebook wheel clean
 
 install: $(STAMP)
 
@@ -37,9 +37,14 @@ $(NOTEBOOK_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -c constraints.txt -e '.[dev,notebook]'
 	touch $(NOTEBOOK_STAMP)
 
+# dist/ncdepth-<version>-py3-none-any.whl, to install where ncdepth is not on an index (README, "Install").
+# pip builds it in an isolated environment (fetching setuptools) unless ARGS="--no-build-isolation".
+wheel:
+	$(PYTHON) -m pip wheel --no-deps -w dist $(ARGS) .
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks $(wildcard scripts)
 	$(BIN)/ruff format --check src tests benchmarks $(wildcard scripts)
 
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache
+	rm -rf $(VENV) outputs multirun .pytest_cache build dist

@@ -15,6 +15,7 @@ from torch import Tensor
 
 CLASS_MEAN_METRICS = (  # the metrics of the class means alone (not nc3, nc4, ncc_acc)
     "nc1",
+    "nc1_rank_normalized",
     "nc1_trace_ratio",
     "cdnv",
     "nc2_equinorm",
@@ -44,6 +45,7 @@ def reference_neural_collapse(
     * ``mu_c = mean(H_c)``, ``mu_G = mean(H)``, ``M~ = [mu_c - mu_G]_c`` (``d x C``),
     * ``Sigma_W = (1/N) sum_c (H_c - mu_c)^T (H_c - mu_c)``, ``Sigma_B = (1/C) M~ M~^T``,
     * ``nc1 = Tr(Sigma_W pinv(Sigma_B)) / C`` with ``rtol = max(d, C) * eps_float64``,
+    * ``nc1_rank_normalized = Tr(Sigma_W pinv(Sigma_B)) / rank(Sigma_B)`` (the same ``rtol``),
     * ``nc1_trace_ratio = Tr(Sigma_W) / Tr(Sigma_B)``,
     * ``cdnv = mean_{c<c'} (var_c + var_c') / (2 ||mu_c - mu_c'||^2)``, ``var_c = mean ||h - mu_c||^2``,
     * ``ncc_acc``: fraction with ``argmin_c ||h - mu_c|| == y``,
@@ -103,6 +105,9 @@ def reference_neural_collapse(
 
     out = {
         "nc1": float(torch.trace(sigma_w @ sigma_b_pinv) / num_classes),
+        "nc1_rank_normalized": float(
+            torch.trace(sigma_w @ sigma_b_pinv) / torch.linalg.matrix_rank(sigma_b, hermitian=True, rtol=rtol)
+        ),
         "nc1_trace_ratio": float(torch.trace(sigma_w) / torch.trace(sigma_b)),
         "cdnv": float(torch.stack(cdnv_terms).mean()),
         "ncc_acc": float((ncc_prediction == labels).double().mean()),

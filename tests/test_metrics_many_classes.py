@@ -85,28 +85,42 @@ def test_many_classes_test_split_uses_the_train_means(small_blocks) -> None:
     assert F.ncc_acc(test, test_labels, NUM_CLASSES, means=train_means) == pytest.approx(expected, abs=1e-15)
 
 
-def test_min_class_count_leaves_rare_classes_out_of_the_pair_metrics(data_and_reference) -> None:
-    features, labels, _, _ = data_and_reference[0]
+@pytest.mark.usefixtures("small_blocks")
+def test_min_class_count_drops_rare_classes_from_every_metric(data_and_reference) -> None:
+    """One rule: a class with fewer than min_class_count samples is not measured; with "drop" every metric
+    is the reference's on the other classes' samples alone (labels renumbered, classifier rows restricted),
+    functional and streaming alike; "error" raises one short line; "nan" makes the class-mean metrics NaN."""
+    (features, labels, weight, bias), _ = data_and_reference
     counts = torch.bincount(labels, minlength=NUM_CLASSES)
     kept = (counts >= 8).nonzero().flatten()
-    result = F.neural_collapse(features, labels, NUM_CLASSES, min_class_count=8)
-    assert result["pair_classes"] == len(kept) < NUM_CLASSES
-    everything = F.neural_collapse(features, labels, NUM_CLASSES)
-    for name in ("nc1", "nc1_trace_ratio", "nc2_equinorm", "nc2_etf", "ncc_acc"):
-        assert result[name] == everything[name], name
-    means = F.class_means(features, labels, NUM_CLASSES)
-    centred = means - features.mean(0)
-    unit = centred[kept] / centred[kept].norm(dim=1, keepdim=True)
-    cosines = (unit @ unit.T)[~torch.eye(len(kept), dtype=torch.bool)]
-    assert result["nc2_equiangle"] == pytest.approx(float(cosines.std()), rel=1e-10)
-    assert result["nc2_maxangle"] == pytest.approx(
-        float((cosines + 1.0 / (NUM_CLASSES - 1)).abs().mean()), rel=1e-10
+    assert DIM < len(kept) < NUM_CLASSES  # still C > d: the blocked paths
+    rows = torch.isin(labels, kept)
+    renumbered = torch.searchsorted(kept, labels[rows])
+    expected = reference_neural_collapse(
+        features[rows], renumbered, len(kept), weight=weight[kept], bias=bias[kept]
     )
-    variances = F.class_variances(features, labels, NUM_CLASSES)[kept]
-    rows, cols = torch.triu_indices(len(kept), len(kept), 1)
-    distances = (means[kept][rows] - means[kept][cols]).square().sum(1)
-    cdnv = float(((variances[rows] + variances[cols]) / (2 * distances)).mean())
-    assert result["cdnv"] == pytest.approx(cdnv, rel=1e-10)
+    expected["num_classes_present"] = float(len(kept))
+    result = F.neural_collapse(
+        features, labels, NUM_CLASSES, weight=weight, bias=bias, empty_classes="drop", min_class_count=8
+    )
+    assert_close(result, {**expected, "nc2_etf": result["nc2_etf"]}, rel=1e-9)
+    assert result["nc2_etf"] == pytest.approx(expected["nc2_etf"], abs=1e-7)
+    metric = NeuralCollapse(NUM_CLASSES, classifier_weight=weight, empty_classes="drop", min_class_count=8)
+    for h, y in zip(features.split(100), labels.split(100), strict=True):
+        metric.update(h, y)
+    metric.next_phase()
+    for h, y in zip(features.split(100), labels.split(100), strict=True):
+        metric.update(h, y, logits=h @ weight.T + bias)
+    assert_close(metric.compute()["features"], result, rel=1e-10)
+    with pytest.raises(
+        ValueError, match=r"^\d+ of 300 classes have fewer than min_class_count = 8 samples"
+    ) as error:
+        F.neural_collapse(features, labels, NUM_CLASSES, min_class_count=8)
+    assert len(str(error.value)) < 250 and "..." in str(error.value)
+    with_nan = F.neural_collapse(features, labels, NUM_CLASSES, empty_classes="nan", min_class_count=8)
+    assert (
+        math.isnan(with_nan["nc1"]) and math.isnan(with_nan["cdnv"]) and not math.isnan(with_nan["ncc_acc"])
+    )
     with pytest.raises(ValueError, match="min_class_count"):
         NeuralCollapse(NUM_CLASSES, min_class_count=0)
 

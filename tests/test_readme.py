@@ -1,6 +1,7 @@
 """The README's "Use it in your project" code blocks run as written, each in a fresh interpreter:
-a torchvision ResNet-18 measured at five layers in a plain loop (``LayerTap`` + ``NeuralCollapse``)
-and during training (``NeuralCollapseCallback``)."""
+a torchvision ResNet-18 measured at five layers in a plain loop (``LayerTap`` + ``NeuralCollapse``), a small
+causal language model measured at token level over the tokens that occur (``empty_classes="drop"``), and a
+ResNet-18 during training (``NeuralCollapseCallback``)."""
 
 from __future__ import annotations
 
@@ -24,12 +25,17 @@ def section_blocks() -> list[str]:
 
 BLOCKS = section_blocks()
 EXPECTED = {  # what each example prints, in its own words
-    "LayerTap(": ("layer1 NCC train", "avgpool NCC train", "effective depth at eps=0.1:"),
+    'LayerTap(model, layers, pool="avg")': (
+        "layer1 NCC train",
+        "avgpool NCC train",
+        "effective depth at eps=0.1:",
+    ),
+    "tokens=True": ("tokens measured:", "ln_f NCC", "rank-normalised"),
     "NeuralCollapseCallback(": ("'net.avgpool':", "0.1:"),
 }
 
 
-def test_the_section_holds_both_examples() -> None:
+def test_the_section_holds_the_three_examples() -> None:
     assert [next(key for key in EXPECTED if key in block) for block in BLOCKS] == list(EXPECTED)
 
 

@@ -11,10 +11,12 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from ncdepth.metrics.functional import (
-    EMPTY_CLASS_POLICIES,
+    check_empty_classes,
     check_labels,
     check_min_class_count,
+    measured_classes,
     metrics_from_statistics,
+    unmeasured_classes_message,
 )
 from ncdepth.metrics.generalized import generalized_metrics
 from ncdepth.metrics.probe import PROBE_MAX_DIM, Probe, add_moment, fit_probe, make_projection
@@ -93,11 +95,15 @@ class NeuralCollapse(Metric):
         full_covariance_max_dim: keep the full ``d x d`` within-class scatter for layers with ``d`` up to
             this. A ``d x d`` state that would not fit in the device's free memory (with one working copy) is
             refused at the first update, before it is allocated (``MemoryError``, with the bytes it needs).
-        empty_classes: ``"error"`` (default) or ``"nan"``; see :mod:`ncdepth.metrics.functional`.
+        empty_classes: what to do with the classes that have fewer than ``min_class_count`` samples over
+            the whole pass 1 (all processes): ``"error"`` (default) raises at :meth:`next_phase`; ``"nan"``
+            gives NaN for the class-mean metrics; ``"drop"`` measures every metric over the other classes
+            only, as if the dropped classes and their samples were not in the data (pass 2 skips their
+            samples; the classifier rows, the logit columns and the NCC centres are restricted to the measured
+            classes), and each layer's result holds ``num_classes_present``. Token-level collapse on a
+            vocabulary of which the data use a part needs ``"drop"``.
         rtol: relative eigenvalue cut-off of the pseudo-inverse of ``Sigma_B`` (default ``max(d, C) eps``).
-        min_class_count: classes with fewer samples are left out of ``cdnv``, ``nc2_equiangle`` and
-            ``nc2_maxangle`` (rare tokens); above 1 each layer's result also holds ``pair_classes``, the
-            number of classes kept.
+        min_class_count: the fewest samples a class needs to be measured (default 1: any sample).
         measures: extra metrics by registry name (:data:`ncdepth.metrics.registry.EXTRA_NAMES`: the
             generalized measures of :mod:`ncdepth.metrics.generalized`, and ``probe_acc``, the linear probe of
             :mod:`ncdepth.metrics.probe`, whose ``k x k`` moment is then a state of every layer).
@@ -161,10 +167,7 @@ class NeuralCollapse(Metric):
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}")
         if pool not in POOLING:
             raise ValueError(f"pool must be one of {list(POOLING)}, got {pool!r}")
-        if empty_classes not in EMPTY_CLASS_POLICIES:
-            raise ValueError(
-                f"empty_classes must be one of {list(EMPTY_CLASS_POLICIES)}, got {empty_classes!r}"
-            )
+        check_empty_classes(empty_classes)
         check_min_class_count(min_class_count)
         self.num_classes = int(num_classes)
         self.classifier_layer = classifier_layer
@@ -192,6 +195,10 @@ class NeuralCollapse(Metric):
         self._shapes: dict[str, tuple[int, ...]] = {}  # per-layer state name -> shape
         self._anchors: dict[str, Anchors] = {}
         self._counts: Tensor | None = None
+        # empty_classes="drop" with classes dropped: the measured class ids (C',) and the map from a label to
+        # its index among them (-1: dropped), fixed by next_phase
+        self._kept: Tensor | None = None
+        self._renumber: Tensor | None = None
         self._phase = 1
         self._workspace = Workspace()
 
@@ -219,8 +226,13 @@ class NeuralCollapse(Metric):
         setattr(self, name, torch.zeros(shape, dtype=torch.float64, device=device))
         self._shapes[name] = shape
 
+    @property
+    def _measured(self) -> int:
+        """The number of classes pass 2 measures: ``C``, or ``C'`` once classes were dropped."""
+        return self.num_classes if self._kept is None else len(self._kept)
+
     def _full_scatter(self, layer: str) -> bool:
-        return uses_full_scatter(self._layers[layer], self.num_classes, self.full_covariance_max_dim)
+        return uses_full_scatter(self._layers[layer], self._measured, self.full_covariance_max_dim)
 
     def _register(self, layer: str, h: Tensor) -> None:
         dim, device = h.shape[1], h.device
@@ -332,6 +344,14 @@ class NeuralCollapse(Metric):
         self.second_pass_invalid_labels += count_invalid_labels(labels, self.num_classes)
         if logits is not None:
             self.logit_rows += labels.shape[0]
+        if self._renumber is not None:  # classes dropped: their samples leave (one host sync on a GPU)
+            renumbered = self._renumber[labels.clamp(0, self.num_classes - 1)]
+            rows = (renumbered >= 0).nonzero().flatten()
+            labels = renumbered.index_select(0, rows)
+            batch = {name: h.index_select(0, rows) for name, h in batch.items()}
+            if logits is not None:
+                logits = logits.index_select(0, rows.to(logits.device))
+                logits = logits.index_select(1, self._kept.to(logits.device))
         for name, h in batch.items():
             prediction = second_pass(
                 h, labels, self._anchors[name], self._pass_two_sums(name), self._workspace
@@ -366,23 +386,31 @@ class NeuralCollapse(Metric):
                 f"labels must lie in 0..{self.num_classes - 1}: {int(invalid)} pass-1 labels lie outside"
             )
         reference = self._reference_centres()
+        counts = next(iter(counts_sums.values()))[0]  # the same for every layer
+        missing = (counts < self.min_class_count).nonzero().flatten().tolist()
+        if missing and self.empty_classes == "error":
+            raise ValueError(
+                unmeasured_classes_message(
+                    missing, self.num_classes, self.min_class_count, f" in layers {self.layers}", "error"
+                )
+            )
+        if missing and self.empty_classes == "drop":
+            self._drop_classes(counts)
         for name, (counts, sums) in counts_sums.items():
             if not all_finite(sums):
                 raise ValueError(f"layer {name!r}: features contain NaN or Inf")
-            empty = (counts == 0).nonzero().flatten().tolist()
-            if empty and self.empty_classes == "error":
-                raise ValueError(
-                    f"classes {empty} have no samples in layer {name!r}; pass "
-                    "empty_classes='nan' to get NaN for the metrics that need every class mean"
-                )
+            self._counts = counts
             centres, absent = reference.get(name, (None, None))
+            if self._kept is not None:
+                counts, sums = counts[self._kept], sums[self._kept]
+                if centres is not None:
+                    centres, absent = centres[self._kept], absent[self._kept]
             self._anchors[name] = make_anchors(
                 counts, sums, self._dtypes[name], centres, absent, full_scatter=self._full_scatter(name)
             )
             if self._probing:
                 self._probes[name] = self._probe(name, counts, sums)
             self._release_state(name, "sums")
-            self._counts = counts
         self._phase = 2
 
     def _probe(self, layer: str, counts: Tensor, sums: Tensor) -> Probe:
@@ -397,6 +425,29 @@ class NeuralCollapse(Metric):
         moment = self._reduced(self._state(layer, "moment"))
         self._release_state(layer, "moment")
         return fit_probe(counts, sums, moment, self._projections[layer])
+
+    def _drop_classes(self, counts: Tensor) -> None:
+        """``empty_classes="drop"``: keep the classes with at least ``min_class_count`` samples (``C'`` of
+        them) and give every layer pass-2 states for ``C'`` classes (the same on every process: ``counts``
+        are global)."""
+        kept = measured_classes(counts, self.min_class_count)
+        if len(kept) < 2:
+            raise ValueError(
+                "empty_classes='drop' needs 2 classes with at least min_class_count = "
+                f"{self.min_class_count} samples, found {len(kept)}"
+            )
+        self._kept = kept
+        self._renumber = torch.full((self.num_classes,), -1, dtype=torch.long, device=counts.device)
+        self._renumber[kept] = torch.arange(len(kept), device=counts.device)
+        for name, dim in self._layers.items():
+            full = self._full_scatter(name)
+            for kind, shape in (
+                ("within_sq", (len(kept),)),
+                ("scatter", scatter_shape(dim, len(kept), full=full)),
+                ("ncc_correct", (len(kept),)),
+            ):
+                state = self._state(name, kind)
+                setattr(self, self._state_name(name, kind), state.new_zeros(shape))
 
     def _release_state(self, layer: str, kind: str) -> None:
         """Replace a per-layer state by a 0-dim zero (:meth:`reset` re-creates its shape)."""
@@ -436,7 +487,13 @@ class NeuralCollapse(Metric):
         (available after :meth:`next_phase`)."""
         if self._phase != 2:
             raise RuntimeError("class means are fixed by next_phase(); call it first")
-        return {name: anchors.means for name, anchors in self._anchors.items()}
+        if self._kept is None:
+            return {name: anchors.means for name, anchors in self._anchors.items()}
+        means = {}
+        for name, anchors in self._anchors.items():  # dropped classes: NaN rows
+            means[name] = anchors.means.new_full((self.num_classes, anchors.means.shape[1]), float("nan"))
+            means[name][self._kept] = anchors.means
+        return means
 
     def class_counts(self) -> Tensor:
         """``(C,)`` float64 number of samples of each class over all processes (the same for every
@@ -464,9 +521,11 @@ class NeuralCollapse(Metric):
         for name in self._layers:
             if not bool(torch.isfinite(self._state(name, "within_sq")).all()):
                 raise ValueError(f"layer {name!r}: features contain NaN or Inf in pass 2")
+        if self._kept is not None:
+            counts = counts[self._kept]
         return {
             name: finalize(
-                self._state(name, "counts"),
+                counts,
                 self._anchors[name],
                 self._pass_two_sums(name),
                 self._state(name, "nc4_disagreements")
@@ -480,6 +539,8 @@ class NeuralCollapse(Metric):
         """``{layer: {metric: value}}`` for every layer, metric names as in ``docs/metrics.md``; ``nc3`` and
         ``nc4`` only for the classifier layer, when the classifier weight and the logits were given."""
         weight = self._weight()
+        if weight is not None and self._kept is not None:
+            weight = weight.index_select(0, self._kept.to(weight.device))
         results = {}
         for name, stats in self._statistics().items():
             result = metrics_from_statistics(
@@ -547,6 +608,7 @@ class NeuralCollapse(Metric):
             setattr(self, name, torch.zeros(shape, dtype=torch.float64, device=getattr(self, name).device))
         self._anchors = {}
         self._counts = None
+        self._kept = self._renumber = None
         self._phase = 1
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:

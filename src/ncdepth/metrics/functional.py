@@ -19,9 +19,12 @@ implementations):
 * When all class means coincide (``Sigma_B = 0``, e.g. constant features) the metrics built on the centred
   class means (``nc1``, ``nc1_trace_ratio``, ``cdnv``, ``nc2_*``, ``nc3``) are NaN and a
   :class:`~ncdepth.metrics.validation.ConstantFeaturesWarning` says so.
-* A class with no samples raises ``ValueError``; with ``empty_classes="nan"`` the metrics built on all
-  class means (``nc1``, ``nc1_trace_ratio``, ``cdnv``, ``nc2_*``, ``nc3``) are NaN, while ``ncc_acc`` and
-  ``nc4`` are computed over the classes that are present.
+* A class is *measured* when it has at least ``min_class_count`` samples (default 1). What happens to the
+  others is ``empty_classes``: ``"error"`` (default) raises ``ValueError``; ``"nan"`` makes the metrics built
+  on all class means (``nc1``, ``nc1_rank_normalized``, ``nc1_trace_ratio``, ``cdnv``, ``nc2_*``, ``nc3``)
+  NaN, while ``ncc_acc`` and ``nc4`` are computed over all samples; ``"drop"`` measures every metric over the
+  measured classes only, as if the others and their samples were not in the data (classifier rows, bias
+  entries, logit columns and NCC centres restricted to them), and reports ``num_classes_present``.
 * The nearest class centres default to the class means of the features themselves; ``ncc_means`` (the *train*
   split's class means, from :func:`class_means`) measures a test split as the streaming metric's
   ``ncc_reference`` does, for ``ncc_acc`` and ``nc4`` alike.
@@ -43,6 +46,7 @@ from ncdepth.metrics.stats import (
     ClassStatistics,
     PassTwoSums,
     all_finite,
+    class_counts,
     class_sums,
     count_invalid_labels,
     finalize,
@@ -60,6 +64,7 @@ from ncdepth.metrics.validation import (
 __all__ = [
     "METRIC_NAMES",
     "cdnv",
+    "measured_classes",
     "class_means",
     "class_statistics",
     "class_variances",
@@ -68,6 +73,7 @@ __all__ = [
     "linear_probe",
     "metrics_from_statistics",
     "nc1",
+    "nc1_rank_normalized",
     "nc1_trace_ratio",
     "nc2_equiangle",
     "nc2_equinorm",
@@ -81,9 +87,10 @@ __all__ = [
 ]
 
 METRIC_NAMES = CORE_NAMES
-EMPTY_CLASS_POLICIES = ("error", "nan")
+EMPTY_CLASS_POLICIES = ("error", "nan", "drop")
 _CLASS_MEAN_METRICS = (
     "nc1",
+    "nc1_rank_normalized",
     "nc1_trace_ratio",
     "cdnv",
     "nc2_equinorm",
@@ -206,10 +213,11 @@ def metrics_from_statistics(
         stats: the layer's :class:`~ncdepth.metrics.stats.ClassStatistics`.
         weight: the ``(C, d)`` classifier weight; ``nc3`` is included when it is given.
         rtol: relative eigenvalue cut-off of the pseudo-inverse of ``Sigma_B`` (default ``max(d, C) eps``).
-        empty_classes: ``"error"`` (a class without samples raises) or ``"nan"``.
-        min_class_count: classes with fewer samples are left out of the pair metrics (``cdnv``,
-            ``nc2_equiangle``, ``nc2_maxangle``); above 1, the result reports ``pair_classes``, the number of
-            classes those metrics are taken over.
+        empty_classes: what to do with classes that have fewer than ``min_class_count`` samples:
+            ``"error"`` raises, ``"nan"`` gives NaN for the class-mean metrics. ``"drop"`` expects statistics
+            that hold the measured classes only (:func:`neural_collapse` and ``NeuralCollapse`` restrict them
+            before pass 2) and adds ``num_classes_present``.
+        min_class_count: the fewest samples a class needs to be measured (default 1).
         layer: only names the layer in error messages and warnings.
 
     ``nc4`` is included when the statistics hold NCC/network disagreements.
@@ -219,42 +227,84 @@ def metrics_from_statistics(
         >>> features = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.2, 0.8]])
         >>> stats = class_statistics(features, torch.tensor([0, 0, 1, 1]), 2, logits=features)
         >>> list(metrics_from_statistics(stats, weight=torch.eye(2), layer="penultimate"))
-        ['nc1', 'nc1_trace_ratio', 'cdnv', 'ncc_acc', 'nc2_equinorm', 'nc2_equiangle', 'nc2_maxangle',
-         'nc2_etf', 'nc3', 'nc4']
+        ['nc1', 'nc1_rank_normalized', 'nc1_trace_ratio', 'cdnv', 'ncc_acc', 'nc2_equinorm', 'nc2_equiangle',
+         'nc2_maxangle', 'nc2_etf', 'nc3', 'nc4']
     """
-    if empty_classes not in EMPTY_CLASS_POLICIES:
-        raise ValueError(f"empty_classes must be one of {list(EMPTY_CLASS_POLICIES)}, got {empty_classes!r}")
+    check_empty_classes(empty_classes)
     check_min_class_count(min_class_count)
     where = f" in layer {layer!r}" if layer is not None else ""
     counts = stats.counts
     total = counts.sum()
-    out: dict[str, float] = {}
-    empty = (counts == 0).nonzero().flatten().tolist()
-    if empty and empty_classes == "error":
+    missing = (counts < min_class_count).nonzero().flatten().tolist()
+    if missing and empty_classes != "nan":
         raise ValueError(
-            f"classes {empty} have no samples{where}; pass empty_classes='nan' to get NaN for the "
-            "metrics that need every class mean"
+            unmeasured_classes_message(missing, len(counts), min_class_count, where, empty_classes)
         )
-    if empty or _means_coincide(stats, where):
+    if missing or _means_coincide(stats, where):
         out = dict.fromkeys(_CLASS_MEAN_METRICS, math.nan)
         if weight is None:
             del out["nc3"]
         elif weight.shape[-1] != stats.means.shape[1]:
             _nc3(weight, stats.centred_means)  # raises the shape error
     else:
-        out = _class_mean_metrics(stats, weight=weight, rtol=rtol, paired=counts >= min_class_count)
+        out = _class_mean_metrics(stats, weight=weight, rtol=rtol)
     out["ncc_acc"] = float(stats.ncc_correct.sum() / total)
     if stats.nc4_disagreements is not None:
         out["nc4"] = float(stats.nc4_disagreements / total)
     result = {name: out[name] for name in METRIC_NAMES if name in out}
-    if min_class_count > 1:
-        result["pair_classes"] = float((counts >= min_class_count).sum())
+    if empty_classes == "drop":
+        result["num_classes_present"] = float(len(counts))
     return result
 
 
 def check_min_class_count(min_class_count: int) -> None:
     if int(min_class_count) != min_class_count or min_class_count < 1:
         raise ValueError(f"min_class_count must be an integer >= 1, got {min_class_count}")
+
+
+def check_empty_classes(empty_classes: str) -> None:
+    if empty_classes not in EMPTY_CLASS_POLICIES:
+        raise ValueError(f"empty_classes must be one of {list(EMPTY_CLASS_POLICIES)}, got {empty_classes!r}")
+
+
+def unmeasured_classes_message(
+    missing: Sequence[int], num_classes: int, min_class_count: int, where: str, empty_classes: str
+) -> str:
+    """One line: how many classes have too few samples, the first few of their ids (never all of them: a
+    vocabulary may miss thousands), and what to pass instead."""
+    fewer = (
+        "no samples" if min_class_count == 1 else f"fewer than min_class_count = {min_class_count} samples"
+    )
+    shown = ", ".join(str(c) for c in missing[:8]) + (", ..." if len(missing) > 8 else "")
+    head = (
+        f"{len(missing):,} of {num_classes:,} classes {'has' if len(missing) == 1 else 'have'} {fewer}{where}"
+    )
+    if empty_classes == "drop":
+        return (
+            f"{head} (classes {shown}): with empty_classes='drop', restrict the statistics to the measured "
+            "classes before pass 2 (neural_collapse and NeuralCollapse do)"
+        )
+    return (
+        f"{head} (classes {shown}); pass empty_classes='drop' to measure every metric over the other classes, "
+        "or 'nan' for NaN class-mean metrics"
+    )
+
+
+def measured_classes(counts: Tensor, min_class_count: int = 1) -> Tensor:
+    """The ``(C',)`` int64 ids, ascending, of the classes with at least ``min_class_count`` samples, given
+    the ``(C,)`` class ``counts``: those that ``empty_classes="drop"`` measures.
+
+    Args:
+        counts: ``(C,)`` number of samples of each class.
+        min_class_count: the fewest samples a class needs to be measured.
+
+    Example:
+        >>> import torch
+        >>> counts = torch.tensor([1.0, 0.0, 1.0, 0.0, 3.0, 0.0])
+        >>> measured_classes(counts), measured_classes(counts, min_class_count=2)
+        (tensor([0, 2, 4]), tensor([4]))
+    """
+    return (counts >= min_class_count).nonzero().flatten()
 
 
 def _means_coincide(stats: ClassStatistics, where: str) -> bool:
@@ -273,7 +323,7 @@ def _means_coincide(stats: ClassStatistics, where: str) -> bool:
 
 
 def _class_mean_metrics(
-    stats: ClassStatistics, *, weight: Tensor | None, rtol: float | None, paired: Tensor
+    stats: ClassStatistics, *, weight: Tensor | None, rtol: float | None
 ) -> dict[str, float]:
     """Every metric built on the class means. ``C <= d``: through the ``C x C`` Gram ``G = M~ M~^T``.
     ``C > d``: nothing ``C x C`` is formed; ``nc1`` and ``nc2_etf`` go through the ``d x d``
@@ -291,21 +341,23 @@ def _class_mean_metrics(
     }
     if num_classes <= dim:
         gram = smaller = centred @ centred.T
-        out.update(_pairs_from_gram(gram[paired][:, paired], variances[paired], num_classes))
+        out.update(_pairs_from_gram(gram, variances, num_classes))
         etf = torch.eye(num_classes, dtype=gram.dtype, device=gram.device) - 1.0 / num_classes
         out["nc2_etf"] = float(torch.linalg.matrix_norm(gram / gram.norm() - etf / etf.norm(), ord="fro"))
     else:
         between = smaller = centred.T @ centred
-        out.update(_pairs_in_blocks(centred[paired], variances[paired], num_classes))
+        out.update(_pairs_in_blocks(centred, variances, num_classes))
         out["nc2_etf"] = _etf_from_between(between, norms_sq.sum(), centred.sum(0), num_classes)
-    out["nc1"] = _nc1(stats, rtol, smaller)
+    out["nc1"], out["nc1_rank_normalized"] = _nc1(stats, rtol, smaller)
     if weight is not None:
         out["nc3"] = _nc3(weight, centred)
     return out
 
 
-def _nc1(stats: ClassStatistics, rtol: float | None, smaller: Tensor) -> float:
-    """``Tr(Sigma_W Sigma_B^+) / C = sum_{k: lambda_k > tol} u_k^T Sigma_W u_k / lambda_k``.
+def _nc1(stats: ClassStatistics, rtol: float | None, smaller: Tensor) -> tuple[float, float]:
+    """``nc1 = Tr(Sigma_W Sigma_B^+) / C = sum_{k: lambda_k > tol} u_k^T Sigma_W u_k / lambda_k`` and
+    ``nc1_rank_normalized = Tr(Sigma_W Sigma_B^+) / r = (C / r) nc1``, ``r`` the number of kept eigenvalues
+    (the numerical rank of ``Sigma_B``, at most ``min(C - 1, d)``).
 
     ``(lambda_k, u_k)``: the eigenpairs of ``B = M~^T M~ = C Sigma_B``, in float64 from the means. The
     projected statistics carry them with ``N u_k^T Sigma_W u_k`` (the samples were projected on ``u_k``);
@@ -326,8 +378,9 @@ def _nc1(stats: ClassStatistics, rtol: float | None, smaller: Tensor) -> float:
     largest = eigenvalues.max()
     keep = eigenvalues > largest * rtol
     if largest <= 0 or not bool(keep.any()):
-        return math.nan
-    return float((within[keep] / eigenvalues[keep]).sum())
+        return math.nan, math.nan
+    value = float((within[keep] / eigenvalues[keep]).sum())
+    return value, value * num_classes / int(keep.sum())
 
 
 def _pairs_from_gram(gram: Tensor, variances: Tensor, num_classes: int) -> dict[str, float]:
@@ -451,20 +504,23 @@ def neural_collapse(
         ncc_means: ``(C, d)`` nearest-class centres for ``ncc_acc`` and ``nc4``: the *train* split's class
             means (:func:`class_means`) when ``features`` are a test split; by default the class means of
             ``features``. NaN rows mark classes absent from the train split (never predicted).
-        empty_classes: ``"error"`` (default: a class without samples raises) or ``"nan"``.
+        empty_classes: what to do with the classes that have fewer than ``min_class_count`` samples:
+            ``"error"`` (default) raises; ``"nan"`` gives NaN for the class-mean metrics; ``"drop"`` measures
+            every metric over the other classes (:func:`measured_classes`), as if the dropped classes and their
+            samples were not in the data: the rows of ``weight``, ``bias`` and ``ncc_means`` and the columns
+            of ``logits`` are restricted to them, ``C`` becomes their number, reported as
+            ``num_classes_present`` (a vocabulary of which a corpus uses a part).
         rtol: relative eigenvalue cut-off of the pseudo-inverse of ``Sigma_B`` (default ``max(d, C) eps``).
-        min_class_count: classes with fewer samples are left out of ``cdnv``, ``nc2_equiangle`` and
-            ``nc2_maxangle`` (e.g. rare tokens); above 1 the result also holds ``pair_classes``, the number of
-            classes kept.
+        min_class_count: the fewest samples a class needs to be measured (default 1: any sample).
         measures: extra metrics by registry name (``ncdepth.metrics.registry.EXTRA_NAMES``), appended in
             registry order, as ``NeuralCollapse(measures=...)`` computes them.
         layer_weight: the ``(out, d)`` weight of a linear map reading these features (``w_align``).
         ood_mean: the ``(d,)`` global mean of out-of-distribution features at this layer (``nc5_ood_dev``).
 
     Returns:
-        ``{name: value}`` with ``nc1``, ``nc1_trace_ratio``, ``cdnv``, ``ncc_acc``, ``nc2_equinorm``,
-        ``nc2_equiangle``, ``nc2_maxangle``, ``nc2_etf``; ``nc3`` with ``weight``; ``nc4`` with ``weight`` or
-        ``logits``.
+        ``{name: value}`` with ``nc1``, ``nc1_rank_normalized``, ``nc1_trace_ratio``, ``cdnv``, ``ncc_acc``,
+        ``nc2_equinorm``, ``nc2_equiangle``, ``nc2_maxangle``, ``nc2_etf``; ``nc3`` with ``weight``; ``nc4``
+        with ``weight`` or ``logits``; ``num_classes_present`` with ``empty_classes="drop"``.
 
     Example:
         >>> import torch
@@ -474,7 +530,7 @@ def neural_collapse(
         >>> labels = torch.tensor([0, 0, 1, 1, 2, 2])
         >>> result = neural_collapse(features, labels, num_classes=3)
         >>> {name: round(value, 4) for name, value in result.items()}  # doctest: +NORMALIZE_WHITESPACE
-        {'nc1': 0.0312, 'nc1_trace_ratio': 0.0511, 'cdnv': 0.0182, 'ncc_acc': 1.0, 'nc2_equinorm': 0.1398,
+        {'nc1': 0.0312, 'nc1_rank_normalized': 0.0469, 'nc1_trace_ratio': 0.0511, 'cdnv': 0.0182, 'ncc_acc': 1.0, 'nc2_equinorm': 0.1398,
          'nc2_equiangle': 0.2136, 'nc2_maxangle': 0.1776, 'nc2_etf': 0.3154}
 
         A test split measured against the train split's class means, as the streaming metric's
@@ -491,7 +547,18 @@ def neural_collapse(
         >>> own = neural_collapse(test, test_labels, 3, weight=weight)  # the test split's own means instead
         >>> own["ncc_acc"], own["nc4"]
         (1.0, 0.25)
+
+        A vocabulary of which the data use a part: ``empty_classes="drop"`` measures the classes present.
+
+        >>> tokens = neural_collapse(features, labels + 2 * labels, 9, empty_classes="drop")  # classes 0, 3, 6
+        >>> tokens["num_classes_present"], tokens["nc1"] == result["nc1"]
+        (3.0, True)
     """
+    check_empty_classes(empty_classes)
+    if empty_classes == "drop":
+        features, labels, num_classes, weight, bias, logits, ncc_means = _measured_only(
+            features, labels, num_classes, min_class_count, weight, bias, logits, ncc_means
+        )
     if logits is None and weight is not None:
         logits = classifier_logits(features, weight, bias)
     measures = check_measures(measures)
@@ -566,6 +633,62 @@ def linear_probe(
     return out
 
 
+def _measured_only(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    min_class_count: int,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    logits: Tensor | None,
+    ncc_means: Tensor | None,
+) -> tuple[Tensor, Tensor, int, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """The arguments of :func:`neural_collapse` restricted to the measured classes (``empty_classes="drop"``):
+    their samples, their labels renumbered ``0..C'-1`` in ascending order, ``C'``, and the rows of
+    ``weight``, ``bias`` and ``ncc_means`` and the columns of ``logits`` of those classes."""
+    check_feature_tensor("features", features)
+    check_labels(labels, features.shape[0], num_classes)
+    check_min_class_count(min_class_count)
+    labels = labels.to(device=features.device, dtype=torch.long)
+    invalid = int(count_invalid_labels(labels, num_classes))
+    if invalid:
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}: {invalid} of {len(labels)} lie outside")
+    kept = measured_classes(class_counts(labels, num_classes), min_class_count)
+    if len(kept) == num_classes:
+        return features, labels, num_classes, weight, bias, logits, ncc_means
+    if len(kept) < 2:
+        raise ValueError(
+            f"empty_classes='drop' needs 2 classes with at least min_class_count = {min_class_count} samples, "
+            f"found {len(kept)}"
+        )
+    renumber = torch.full((num_classes,), -1, dtype=torch.long, device=labels.device)
+    renumber[kept] = torch.arange(len(kept), device=labels.device)
+    new_labels = renumber[labels]
+    rows = (new_labels >= 0).nonzero().flatten()
+
+    def classes_of(tensor: Tensor | None, dim: int = 0) -> Tensor | None:
+        return None if tensor is None else tensor.index_select(dim, kept.to(tensor.device))
+
+    if logits is not None:
+        check_logits(logits, features.shape[0], num_classes)
+        logits = classes_of(logits.index_select(0, rows.to(logits.device)), 1)
+    if weight is not None and (weight.ndim != 2 or weight.shape[0] != num_classes):
+        raise ValueError(f"classifier weight must have shape ({num_classes}, d), got {tuple(weight.shape)}")
+    if bias is not None and bias.shape != (num_classes,):
+        raise ValueError(f"classifier bias must have shape ({num_classes},), got {tuple(bias.shape)}")
+    if ncc_means is not None and (ncc_means.ndim != 2 or ncc_means.shape[0] != num_classes):
+        raise ValueError(f"ncc_means must have shape ({num_classes}, d), got {tuple(ncc_means.shape)}")
+    return (
+        features.index_select(0, rows),
+        new_labels.index_select(0, rows),
+        len(kept),
+        classes_of(weight),
+        classes_of(bias),
+        logits,
+        classes_of(ncc_means),
+    )
+
+
 def classifier_logits(features: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``h W^T + b`` in float64, ``h`` the features flattened to ``(N, d)``.
 
@@ -615,6 +738,27 @@ def nc1(features: Tensor, labels: Tensor, num_classes: int) -> float:
         0.0312
     """
     return _one("nc1", features, labels, num_classes)
+
+
+def nc1_rank_normalized(features: Tensor, labels: Tensor, num_classes: int) -> float:
+    """``Tr(Sigma_W Sigma_B^+) / rank(Sigma_B) = (C / r) nc1``: the mean, over the ``r <= min(C - 1, d)``
+    directions that separate the class means, of the within- to between-class variance ratio along each
+    (``docs/metrics.md``, "More classes than dimensions"). Comparable across ``C`` and ``d``; equals
+    ``C / (C - 1) nc1`` when the means span ``C - 1`` dimensions.
+
+    Args:
+        features: ``(N, ...)`` embeddings.
+        labels: ``(N,)`` integer labels in ``0..C-1``.
+        num_classes: ``C``.
+
+    Example:
+        >>> import torch
+        >>> features = torch.tensor([[2.0, 0.0], [2.0, 1.0], [-1.0, 2.0], [-1.0, 1.0], [-1.0, -2.0],
+        ...                          [-1.0, -3.0]])
+        >>> round(nc1_rank_normalized(features, torch.tensor([0, 0, 1, 1, 2, 2]), 3), 4)  # 3/2 nc1
+        0.0469
+    """
+    return _one("nc1_rank_normalized", features, labels, num_classes)
 
 
 def nc1_trace_ratio(features: Tensor, labels: Tensor, num_classes: int) -> float:

@@ -53,6 +53,13 @@ def _core(name: str, label: str, formula: str, collapse: float, *needs: str) -> 
 
 METRICS: tuple[MetricSpec, ...] = (
     _core("nc1", "NC1", "`Tr(Σ_W Σ_B⁺) / C`", 0.0, "scatter"),
+    _core(
+        "nc1_rank_normalized",
+        "NC1 per direction",
+        "`Tr(Σ_W Σ_B⁺) / r`, `r = rank(Σ_B)` (the eigenvalues kept)",
+        0.0,
+        "scatter",
+    ),
     _core("nc1_trace_ratio", "NC1 (trace ratio)", "`Tr(Σ_W) / Tr(Σ_B)`", 0.0, "variances"),
     _core(
         "cdnv",

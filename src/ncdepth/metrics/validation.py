@@ -118,6 +118,14 @@ def check_feature_tensor(name: str, value: Any) -> Tensor:
     )
 
 
+def class_list(ids: Sequence[int], shown: int = 8) -> str:
+    """``[2, 5]``, or for many ids the first few and their number: ``[0, 3, 6, 7, 9, 12, 15, 16, ...] (412
+    classes)``: a vocabulary may miss thousands of classes, and a message stays one readable line."""
+    if len(ids) <= shown:
+        return str(list(ids))
+    return "[" + ", ".join(str(i) for i in ids[:shown]) + f", ...] ({len(ids):,} classes)"
+
+
 def describe_pass_mismatch(first: Tensor, second: Tensor, invalid_second: float, num_classes: int) -> str:
     """What differs between the per-class counts of pass 1 (``first``) and pass 2 (``second``).
 
@@ -133,9 +141,9 @@ def describe_pass_mismatch(first: Tensor, second: Tensor, invalid_second: float,
     missing = [c for c in range(num_classes) if first_list[c] > 0 and second_list[c] == 0]
     new = [c for c in range(num_classes) if first_list[c] == 0 and second_list[c] > 0]
     if missing:
-        reasons.append(f"classes {missing} are absent from pass 2 but had samples in pass 1")
+        reasons.append(f"classes {class_list(missing)} are absent from pass 2 but had samples in pass 1")
     if new:
-        reasons.append(f"classes {new} appear in pass 2 but had no samples in pass 1")
+        reasons.append(f"classes {class_list(new)} appear in pass 2 but had no samples in pass 1")
     differing = {
         c: (first_list[c], second_list[c]) for c in range(num_classes) if first_list[c] != second_list[c]
     }

@@ -1,6 +1,7 @@
 """The two-pass neural-collapse analysis of one split: forward passes feeding ``NeuralCollapse``.
 
-A split's loader yields ``(x, *label_columns)``, e.g. ``(x, y_trained, y_clean)``; each
+A split's loader yields ``(x, *label_columns)``, e.g. ``(x, y_trained, y_clean)`` (``x`` a tensor or any
+collection of tensors, moved to the device as Lightning moves a batch); each
 ``NeuralCollapse`` reads one label column, and every metric is updated from the *same* forward
 pass. Pass 1 accumulates class sums, pass 2 everything else (see ``ncdepth.metrics``).
 
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
+from pytorch_lightning.utilities import move_data_to_device
 from torch import Tensor
 
 from ncdepth.metrics import NeuralCollapse
@@ -61,7 +63,7 @@ def analyse_split(
     cached_bytes = 0
     with torch.no_grad():
         for batch in batches:
-            x, *labels = (tensor.to(device) for tensor in batch)
+            x, *labels = (move_data_to_device(item, device) for item in batch)
             logits, embeddings = forward(x)
             predictions = logits.argmax(dim=1)
             total += predictions.shape[0]
@@ -89,7 +91,7 @@ def _forward(
     forward: Forward, batches: Iterable[tuple[Tensor, ...]], device: torch.device
 ) -> Iterable[tuple[Tensor, Mapping[str, Tensor], list[Tensor]]]:
     for batch in batches:
-        x, *labels = (tensor.to(device) for tensor in batch)
+        x, *labels = (move_data_to_device(item, device) for item in batch)
         logits, embeddings = forward(x)
         yield logits, embeddings, labels
 

@@ -16,7 +16,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from ncdepth.metrics import LayerTap, NeuralCollapse, effective_depth
-from ncdepth.metrics.tap import Pooling
 from ncdepth.report.style import save_figure
 from ncdepth.rundir import FIGURES_DIR, METRICS_FILE, SUMMARY_FILE, set_aside, write_json
 from ncdepth.training.analysis import Forward, analyse_split
@@ -41,6 +40,11 @@ measure, in depth order, from one forward pass of the inputs ``x`` (already on t
 called in eval mode, without gradients). Conv maps may stay ``(B, C, H, W)``: ``AnalysisConfig.pool``
 flattens or averages them."""
 
+UnpackBatch = Callable[[Any], Sequence[Any]]
+"""``unpack_batch(batch) -> (x, y)``: the inputs and the labels of one batch of an analysis loader (``x``
+is moved to the module's device as a tensor or any collection of tensors, e.g. a dict for a language
+model, and passed as is to ``pl_module(x)`` or ``features(pl_module, x)``)."""
+
 
 @dataclass(frozen=True)
 class _Network:
@@ -63,7 +67,7 @@ class NeuralCollapseCallback(pl.Callback):
 
     * ``layers``: names of modules of ``pl_module`` (``pl_module.named_modules()``, e.g.
       ``"net.layer1"``) whose outputs are the layers, read by :class:`ncdepth.metrics.LayerTap`
-      (pooled by ``layer_pool``, as its ``pool``) while ``pl_module(x)`` computes the logits; or
+      while ``pl_module(x)`` computes the logits; or
       ``features`` (see :data:`Features`), a function giving the logits and the layers of a batch.
       With either, ``num_classes`` is required, ``classifier_layer`` names the layer that feeds the
       classifier (where ``nc3``/``nc4`` are measured; when not given ``NeuralCollapse`` decides,
@@ -72,11 +76,18 @@ class NeuralCollapseCallback(pl.Callback):
       ``pl_module.model`` (:class:`ncdepth.training.NCModule`): its forward pass gives the logits
       and the layers, ``model.classifier`` and ``model.classifier_layer`` the rest; the three
       arguments are then not accepted.
-    * ``train_dataloader`` and ``test_dataloader`` (both or neither) yield ``(x, y)`` batches,
-      the same samples at each iteration (any order; no random augmentation). Without them the
-      trainer's datamodule serves them: ``analysis_dataloader("train" | "test")`` of
-      :class:`ncdepth.data.NCDataModule`, whose batches are ``(x, y, y_clean)``.
-
+    * ``train_dataloader`` and, optionally, ``test_dataloader`` yield ``(x, y)`` batches, the
+      same samples at each iteration (any order; no random augmentation); with only the train
+      loader, only the train split is measured. Batches that are dicts (as Hugging Face datasets
+      and many vision libraries yield) are read through ``batch_keys=(input key, label key)``,
+      e.g. ``("pixel_values", "label")``, and any other batch through ``unpack_batch(batch) ->
+      (x, y)`` (:data:`UnpackBatch`). Without loaders the trainer's datamodule serves both splits:
+      ``analysis_dataloader("train" | "test")`` of :class:`ncdepth.data.NCDataModule`, whose
+      batches are ``(x, y, y_clean)``.
+    * **Pooling** has one setting, ``settings.pool`` (:class:`AnalysisConfig`): ``"flatten"`` keeps
+      every coordinate of a ``(B, K, H, W)`` map, ``"avg"`` averages it to ``(B, K)``, for tapped
+      layers, feature functions and ncdepth models alike; other pooling (per layer, over tokens)
+      goes in a ``features`` function.
     Splits (one ``NeuralCollapse`` each, all layers at once): ``"train"`` with the labels the
     network is trained on, ``"train_clean"`` with the clean labels when the datamodule's
     ``noise_mask`` flags any label (both updated from the same forward passes; datamodule loaders
@@ -91,7 +102,8 @@ class NeuralCollapseCallback(pl.Callback):
     ``timing/analysis_s`` and ``timing/train_epoch_s`` to the Lightning loggers and the run log,
     and keeps the results in :attr:`last_results` (``{split: {layer: {metric: value}}}``).
     With a ``run_dir``, rank zero also appends to ``metrics.csv`` and, when training ends, writes
-    ``summary.json`` and ``figures/ncc_train_error.png|pdf`` and prints the per-layer table. The terminal
+    ``summary.json`` and ``figures/ncc_train_error.png|pdf`` and prints the per-layer table (not with
+    ``quiet=True``, which keeps the terminal for the user's own output). The terminal
     phase is the first analysed epoch at which the network fits every trained label (eval mode).
 
     ``config`` (the resolved run config) is copied into ``summary.json``.
@@ -102,21 +114,24 @@ class NeuralCollapseCallback(pl.Callback):
         settings: AnalysisConfig | None = None,
         *,
         layers: Sequence[str] | None = None,
-        layer_pool: Pooling | Mapping[str, Pooling] = "flatten",
         features: Features | None = None,
         num_classes: int | None = None,
         classifier_layer: str | None = None,
         classifier_weight: Callable[[pl.LightningModule], Tensor] | None = None,
         train_dataloader: DataLoader | None = None,
         test_dataloader: DataLoader | None = None,
+        batch_keys: tuple[str, str] | None = None,
+        unpack_batch: UnpackBatch | None = None,
+        quiet: bool = False,
         run_dir: str | Path | None = None,
         config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.settings = settings or AnalysisConfig()
         if layers is not None and features is not None:
             raise ValueError("give layers (tapped) or features (a function), not both")
         if layers is not None:
-            features = _tapped(list(layers), layer_pool)
+            features = _tapped(list(layers), self.settings.pool)
         if features is None and (num_classes, classifier_layer, classifier_weight) != (None, None, None):
             raise ValueError(
                 "num_classes, classifier_layer and classifier_weight go with layers or features; "
@@ -124,19 +139,32 @@ class NeuralCollapseCallback(pl.Callback):
             )
         if features is not None and num_classes is None:
             raise ValueError("layers or features need num_classes, the number of classes of the labels")
-        if (train_dataloader is None) != (test_dataloader is None):
+        if train_dataloader is None and test_dataloader is not None:
             raise ValueError(
-                "give both train_dataloader and test_dataloader, or neither (the datamodule's "
-                "analysis_dataloader)"
+                "test_dataloader needs train_dataloader: the test split's NCC accuracy uses the train "
+                "split's class means (give train_dataloader alone to measure only the train split)"
             )
-        self.settings = settings or AnalysisConfig()
+        if batch_keys is not None and unpack_batch is not None:
+            raise ValueError("give batch_keys (for dict batches) or unpack_batch (a function), not both")
+        if batch_keys is not None and (
+            isinstance(batch_keys, str)
+            or len(batch_keys) != 2
+            or not all(isinstance(k, str) for k in batch_keys)
+        ):
+            raise ValueError(
+                f"batch_keys must be (input key, label key), e.g. ('pixel_values', 'label'), got {batch_keys!r}"
+            )
         self.features = features
         self.num_classes = num_classes
         self.classifier_layer = classifier_layer
         self.classifier_weight = classifier_weight
-        self.dataloaders = (
-            None if train_dataloader is None else {"train": train_dataloader, "test": test_dataloader}
-        )
+        self.dataloaders: dict[str, DataLoader] | None = None
+        if train_dataloader is not None:
+            self.dataloaders = {"train": train_dataloader}
+            if test_dataloader is not None:
+                self.dataloaders["test"] = test_dataloader
+        self.unpack_batch = unpack_batch if unpack_batch is not None else _default_unpack(batch_keys)
+        self.quiet = bool(quiet)
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.config = dict(config or {})
         self.table = None if self.run_dir is None else TidyTable(self.run_dir / METRICS_FILE)
@@ -190,7 +218,8 @@ class NeuralCollapseCallback(pl.Callback):
         if self.table is not None:
             figure = ncc_train_error_figure(self.table.read(), self.settings.eps, self.config)
             save_figure(figure, self.run_dir / FIGURES_DIR, NCC_FIGURE)
-        Console().print(layer_table(self.last_results, self.effective_depths(), final_epoch))
+        if not self.quiet:
+            Console().print(layer_table(self.last_results, self.effective_depths(), final_epoch))
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to finish the same summary as an uninterrupted one."""
@@ -250,21 +279,32 @@ class NeuralCollapseCallback(pl.Callback):
         datamodule = trainer.datamodule
         if self.dataloaders is None and _has_label_noise(datamodule):
             train_metrics["train_clean"] = (NeuralCollapse(network.num_classes, **options).to(device), 2)
-        test = NeuralCollapse(network.num_classes, ncc_reference=train, **options).to(device)
         cache_bytes = int(self.settings.cache_features_mb * 2**20)
-        loaders = {split: _shard(loader, trainer) for split, loader in self._dataloaders(datamodule).items()}
-        train_run = analyse_split(
+        loaders = {
+            split: _Unpacked(_shard(loader, trainer), self.unpack_batch)
+            for split, loader in self._dataloaders(datamodule).items()
+        }
+        accuracy = analyse_split(
             network.forward, loaders["train"], train_metrics, device=device, cache_bytes=cache_bytes
-        )
-        test_run = analyse_split(
-            network.forward, loaders["test"], {"test": (test, 1)}, device=device, cache_bytes=cache_bytes
-        )
-        metrics = {**train_metrics, "test": (test, 1)}
+        ).accuracy
+        metrics = dict(train_metrics)
+        if "test" in loaders:
+            test = NeuralCollapse(network.num_classes, ncc_reference=train, **options).to(device)
+            metrics["test"] = (test, 1)
+            accuracy.update(
+                analyse_split(
+                    network.forward,
+                    loaders["test"],
+                    {"test": (test, 1)},
+                    device=device,
+                    cache_bytes=cache_bytes,
+                ).accuracy
+            )
         results = {split: metric.compute() for split, (metric, _) in metrics.items()}
         if network.model is not None:
             for layer, geometry in head_geometry(network.model, train, pl_module).items():
                 results["train"][layer].update(geometry)
-        return results, {**train_run.accuracy, **test_run.accuracy}
+        return results, accuracy
 
     def _network(self, pl_module: pl.LightningModule) -> _Network:
         """What to measure in ``pl_module``: the callback's ``features`` and classifier, else its
@@ -349,12 +389,12 @@ class NeuralCollapseCallback(pl.Callback):
             epoch_time = f"{self.epoch_seconds[-1]:.2f}s" if self.epoch_seconds else "n/a"
             log.info(
                 "epoch %d: NC analysis %.2fs (last training epoch %s); train acc %.4f, "
-                "test acc %.4f; effective depth %s",
+                "test acc %s; effective depth %s",
                 epoch,
                 seconds,
                 epoch_time,
                 self.last_accuracy["train"],
-                self.last_accuracy["test"],
+                f"{self.last_accuracy['test']:.4f}" if "test" in self.last_accuracy else "not measured",
                 {f"{eps:g}": depth for eps, depth in depths.items()},
             )
 
@@ -372,7 +412,7 @@ def _ncdepth_model(pl_module: pl.LightningModule) -> nn.Module:
     )
 
 
-def _tapped(layers: list[str], pool: Pooling | Mapping[str, Pooling]) -> Features:
+def _tapped(layers: list[str], pool: str) -> Features:
     """:data:`Features` reading ``layers`` of the LightningModule with a :class:`LayerTap` while
     the module's own forward pass computes the logits."""
 
@@ -382,6 +422,42 @@ def _tapped(layers: list[str], pool: Pooling | Mapping[str, Pooling]) -> Feature
         return logits, tap.features
 
     return features
+
+
+def _default_unpack(batch_keys: tuple[str, str] | None) -> UnpackBatch:
+    """Sequences ``(x, y, ...)`` as they are; dicts through ``batch_keys``, else a ``TypeError`` that
+    lists the batch's keys and says what to pass."""
+    input_key, label_key = batch_keys if batch_keys is not None else (None, None)
+
+    def unpack(batch: Any) -> Sequence[Any]:
+        if isinstance(batch, Mapping):
+            if input_key is None:
+                raise TypeError(
+                    f"the analysis loader yields dict batches (keys {sorted(batch)}): pass "
+                    "NeuralCollapseCallback(batch_keys=(input key, label key)) or unpack_batch=..."
+                )
+            missing = [key for key in (input_key, label_key) if key not in batch]
+            if missing:
+                raise KeyError(f"batch_keys {missing} are not keys of the batch {sorted(batch)}")
+            return batch[input_key], batch[label_key]
+        if isinstance(batch, (str, bytes)) or not isinstance(batch, Sequence) or len(batch) < 2:
+            raise TypeError(
+                f"an analysis batch must be (x, y, ...) or a dict, got {type(batch).__name__}: pass "
+                "NeuralCollapseCallback(unpack_batch=...) returning (x, y)"
+            )
+        return batch
+
+    return unpack
+
+
+class _Unpacked:
+    """A loader whose batches go through ``unpack`` (re-iterable, as the two passes need)."""
+
+    def __init__(self, loader: DataLoader, unpack: UnpackBatch) -> None:
+        self.loader, self.unpack = loader, unpack
+
+    def __iter__(self):
+        return (self.unpack(batch) for batch in self.loader)
 
 
 def _has_label_noise(datamodule: pl.LightningDataModule | None) -> bool:

@@ -132,7 +132,9 @@ class AnalysisConfig:
     Every ``every_n_epochs`` epochs (and before the first and after the last), every layer is
     measured on the train and test splits; effective depth is reported for each of ``eps``.
     ``cache_features_mb`` > 0 keeps pass-1 embeddings in memory when all of them fit, so pass 2
-    skips the forward pass. ``pool``, ``full_covariance_max_dim`` and ``measures`` (the extra metrics of
+    skips the forward pass. ``pool`` (``"flatten"`` or ``"avg"``) is the callback's one pooling
+    setting: it pools tapped layers (``LayerTap``) and the layers of feature functions and ncdepth
+    models (``NeuralCollapse``) alike. ``full_covariance_max_dim`` and ``measures`` (the extra metrics of
     ``ncdepth.metrics.registry``, by name) go to ``NeuralCollapse``.
     """
 
