@@ -3,6 +3,7 @@ layers at once."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,12 +25,15 @@ from ncdepth.metrics.stats import (
     Workspace,
     add_class_sums,
     all_finite,
+    available_bytes,
     check_scatter_fits,
     class_counts,
     count_invalid_labels,
     finalize,
     flatten_features,
     make_anchors,
+    mismatched_classes,
+    scatter_bytes,
     scatter_shape,
     second_pass,
     uses_full_scatter,
@@ -38,6 +42,7 @@ from ncdepth.metrics.validation import (
     check_feature_tensor,
     check_logits,
     describe_pass_mismatch,
+    describe_sample_mismatch,
     resolve_classifier_layer,
 )
 
@@ -95,6 +100,18 @@ class NeuralCollapse(Metric):
         min_class_count: classes with fewer samples are left out of ``cdnv``, ``nc2_equiangle`` and
             ``nc2_maxangle`` (rare tokens); above 1 each layer's result also holds ``pair_classes``, the
             number of classes kept.
+        check_samples: check at :meth:`compute` that pass 2 went over the samples of pass 1, not only the
+            same class counts (:func:`~ncdepth.metrics.stats.mismatched_classes`: one ``B x d`` product per
+            batch and a ``(C,)`` state per layer; default on).
+
+    Devices and precision: the states are created on the device of the first batch's features (the
+    metric moves there), everything it makes follows that device, and ``.to()`` moves all it holds (the
+    pass-2 anchors and buffers too). Features of any floating dtype are accepted (float16 and bfloat16 are
+    worked on in float32); integer features and numpy arrays are refused by name. ``update`` turns autocast
+    off for its own arithmetic, so a call from a ``validation_step`` under mixed precision gives the same
+    results. Under DDP the sums are reduced with ``all_reduce`` (one copy of each state, not one per
+    process), and whether a full ``d x d`` scatter fits is decided on the smallest free memory over processes,
+    so that all of them raise or none.
 
     Numerics: with float32 features, per-batch arithmetic is float32 and every sum is float64; the means are
     removed from each sample before squaring (see :mod:`ncdepth.metrics.stats`). If TF32 matmuls are enabled
@@ -140,6 +157,7 @@ class NeuralCollapse(Metric):
         empty_classes: str = "error",
         rtol: float | None = None,
         min_class_count: int = 1,
+        check_samples: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -161,6 +179,7 @@ class NeuralCollapse(Metric):
         self.empty_classes = empty_classes
         self.rtol = rtol
         self.min_class_count = min_class_count
+        self.check_samples = bool(check_samples)
         scalar = torch.zeros((), dtype=torch.float64)
         self.add_state("invalid_labels", scalar.clone(), dist_reduce_fx="sum")
         self.add_state("logit_rows", scalar.clone(), dist_reduce_fx="sum")
@@ -201,7 +220,7 @@ class NeuralCollapse(Metric):
         self._shapes[name] = shape
 
     def _full_scatter(self, layer: str) -> bool:
-        return uses_full_scatter(self._layers[layer], self.num_classes, self.full_covariance_max_dim)
+        return self._full_dim(self._layers[layer])
 
     def _register(self, layer: str, h: Tensor) -> None:
         dim, device = h.shape[1], h.device
@@ -209,14 +228,13 @@ class NeuralCollapse(Metric):
         self._dtypes[layer] = h.dtype
         num_classes = self.num_classes
         full = self._full_scatter(layer)
-        if full:
-            check_scatter_fits(dim, device, layer)
         self._add_state("counts", (num_classes,), device)
         self._add_state("sums", (num_classes, dim), device)  # pass 1 only
         self._add_state("within_sq", (num_classes,), device)
         self._add_state("scatter", scatter_shape(dim, num_classes, full=full), device)
         self._add_state("ncc_correct", (num_classes,), device)
         self._add_state("nc4_disagreements", (), device)
+        self._add_state("probe", (num_classes,) if self.check_samples else (), device)
 
     def _pass_two_sums(self, layer: str) -> PassTwoSums:
         """The pass-2 states of a layer (added to in place)."""
@@ -224,6 +242,7 @@ class NeuralCollapse(Metric):
             within_sq=self._state(layer, "within_sq"),
             scatter=self._state(layer, "scatter"),
             ncc_correct=self._state(layer, "ncc_correct"),
+            probe=self._state(layer, "probe") if self.check_samples else None,
         )
 
     # ------------------------------------------------------------------ the two passes
@@ -242,7 +261,7 @@ class NeuralCollapse(Metric):
             logits: ``(B, C)`` network outputs; used in pass 2 for ``nc4`` at the classifier layer (in pass 1
                 only their shape is checked).
         """
-        layers = {"features": features} if isinstance(features, Tensor) else dict(features)
+        layers = dict(features) if isinstance(features, Mapping) else {"features": features}
         if not layers:
             raise ValueError("features must hold at least one layer")
         batch = {
@@ -272,14 +291,36 @@ class NeuralCollapse(Metric):
             self._second_pass(batch, labels, logits)
 
     def _register_layers(self, batch: Mapping[str, Tensor]) -> None:
-        """First update: register every layer's states, then resolve (and check) the classifier layer."""
+        """First update: move the metric to the features' device, refuse full scatters that do not fit
+        (every process alike), register every layer's states, then resolve (and check) the classifier
+        layer."""
         dims = {name: h.shape[1] for name, h in batch.items()}
         weight = self._weight()
         self.classifier_layer = resolve_classifier_layer(
             dims, self.classifier_layer, None if weight is None else weight.detach(), self.num_classes
         )
+        device = next(iter(batch.values())).device
+        self.to(device)
+        full = {name: dim for name, dim in dims.items() if self._full_dim(dim)}
+        if full:
+            free = self._smallest_over_processes(available_bytes(device), device)
+            for name, dim in full.items():
+                check_scatter_fits(dim, device, name, free)
+                free -= scatter_bytes(dim)
         for name, h in batch.items():
             self._register(name, h)
+
+    def _full_dim(self, dim: int) -> bool:
+        return uses_full_scatter(dim, self.num_classes, self.full_covariance_max_dim)
+
+    def _smallest_over_processes(self, value: int, device: torch.device) -> int:
+        """The minimum of ``value`` over processes (itself when not distributed): a memory decision every
+        process takes alike, so that none raises while the others wait in a collective."""
+        if not _distributed():
+            return value
+        smallest = torch.tensor(float(value), dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(smallest, op=torch.distributed.ReduceOp.MIN, group=self.process_group)
+        return int(smallest.item())
 
     def _weight(self) -> Tensor | None:
         weight = self.classifier_weight
@@ -326,14 +367,15 @@ class NeuralCollapse(Metric):
             raise RuntimeError("next_phase() was already called; call reset() to start over")
         if not self._layers:
             raise RuntimeError("next_phase() before any update(): pass 1 saw no data")
-        counts_sums = self._global_first_pass()
         invalid = float(self._reduced(self.invalid_labels))
         if invalid > 0:
             raise ValueError(
                 f"labels must lie in 0..{self.num_classes - 1}: {int(invalid)} pass-1 labels lie outside"
             )
         reference = self._reference_centres()
-        for name, (counts, sums) in counts_sums.items():
+        for name in self._layers:  # one layer at a time: one reduced C x d copy alive at once
+            counts = self._reduced(self._state(name, "counts"))
+            sums = self._reduced(self._state(name, "sums"))
             if not all_finite(sums):
                 raise ValueError(f"layer {name!r}: features contain NaN or Inf")
             empty = (counts == 0).nonzero().flatten().tolist()
@@ -343,10 +385,17 @@ class NeuralCollapse(Metric):
                     "empty_classes='nan' to get NaN for the metrics that need every class mean"
                 )
             centres, absent = reference.get(name, (None, None))
-            self._anchors[name] = make_anchors(
-                counts, sums, self._dtypes[name], centres, absent, full_scatter=self._full_scatter(name)
-            )
             self._release_state(name, "sums")
+            self._anchors[name] = make_anchors(
+                counts,
+                sums,
+                self._dtypes[name],
+                centres,
+                absent,
+                full_scatter=self._full_scatter(name),
+                check_samples=self.check_samples,
+            )
+            del sums
             self._counts = counts
         self._phase = 2
 
@@ -354,15 +403,6 @@ class NeuralCollapse(Metric):
         """Replace a per-layer state by a 0-dim zero (:meth:`reset` re-creates its shape)."""
         name = self._state_name(layer, kind)
         setattr(self, name, torch.zeros((), dtype=torch.float64, device=getattr(self, name).device))
-
-    def _global_first_pass(self) -> dict[str, tuple[Tensor, Tensor]]:
-        return {
-            name: (
-                self._reduced(self._state(name, "counts")),
-                self._reduced(self._state(name, "sums")),
-            )
-            for name in self._layers
-        }
 
     def _reduced(self, tensor: Tensor) -> Tensor:
         """The sum of ``tensor`` over all processes (itself when not distributed), reduced in place of one
@@ -416,6 +456,11 @@ class NeuralCollapse(Metric):
         for name in self._layers:
             if not bool(torch.isfinite(self._state(name, "within_sq")).all()):
                 raise ValueError(f"layer {name!r}: features contain NaN or Inf in pass 2")
+            if self.check_samples:
+                sums = self._pass_two_sums(name)
+                mismatched = mismatched_classes(counts, self._anchors[name], sums)
+                if bool(mismatched.any()):
+                    raise ValueError(describe_sample_mismatch(name, mismatched.nonzero().flatten().tolist()))
         return {
             name: finalize(
                 self._state(name, "counts"),
@@ -465,9 +510,39 @@ class NeuralCollapse(Metric):
         self._anchors = {}
         self._counts = None
         self._phase = 1
+        self._workspace.clear()
+
+    def _apply(self, fn: Callable, exclude_state: Any = "") -> NeuralCollapse:
+        """``.to()``, ``.cuda()``, ...: torchmetrics moves the states; this moves the rest (the pass-2
+        anchors, the class counts) to the same device, keeping their dtypes, and releases the buffers."""
+        this = super()._apply(fn, exclude_state)
+        device = this.device
+        this._anchors = {name: _moved(anchors, device) for name, anchors in this._anchors.items()}
+        if this._counts is not None:
+            this._counts = this._counts.to(device)
+        this._workspace.clear()
+        return this
+
+    def _sync_dist(self, dist_sync_fn: Callable | None = None, process_group: Any | None = None) -> None:
+        """Sum every state over processes in place with ``all_reduce`` (all are sums): torchmetrics' default
+        gathers every process's copy of every state first, ``world`` times the memory of a ``d x d``
+        scatter."""
+        group = process_group or self.process_group
+        for name in self._defaults:
+            torch.distributed.all_reduce(getattr(self, name), group=group)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("NeuralCollapse needs two passes: use update(), next_phase() and compute()")
+
+
+def _moved(anchors: Anchors, device: torch.device) -> Anchors:
+    """``anchors`` with every tensor on ``device`` (dtypes kept)."""
+    fields = {
+        field.name: value.to(device)
+        for field in dataclasses.fields(anchors)
+        if isinstance(value := getattr(anchors, field.name), Tensor)
+    }
+    return dataclasses.replace(anchors, **fields)
 
 
 def _distributed() -> bool:

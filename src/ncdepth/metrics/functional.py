@@ -52,6 +52,7 @@ from ncdepth.metrics.validation import (
     ConstantFeaturesWarning,
     check_feature_tensor,
     check_logits,
+    warn_single_sample_classes,
 )
 
 __all__ = [
@@ -234,6 +235,7 @@ def metrics_from_statistics(
             f"classes {empty} have no samples{where}; pass empty_classes='nan' to get NaN for the "
             "metrics that need every class mean"
         )
+    warn_single_sample_classes(counts, where)
     if empty or _means_coincide(stats, where):
         out = dict.fromkeys(_CLASS_MEAN_METRICS, math.nan)
         if weight is None:
