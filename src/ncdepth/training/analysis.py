@@ -9,6 +9,12 @@ forward is only possible when *all* layers are kept. With a budget of ``cache_by
 keeps every batch's embeddings and logits while their running total fits; the first batch that
 overflows the budget drops the cache and pass 2 recomputes the forward pass. When it fits, pass 2
 replays the cache and runs no forward pass at all.
+
+No host synchronisation per batch: inputs and labels go to the device with ``non_blocking`` copies
+(from pinned memory when the loader pins it), the running accuracy stays on the device, and
+``NeuralCollapse.update`` never waits for the device; the host waits once per pass, in ``next_phase``
+and at the end. Under Lightning's ``*-true`` precisions the model's parameters are ``bf16``,
+``float16`` or ``float64``: floating inputs are converted to ``dtype``, the model's.
 """
 
 from __future__ import annotations
@@ -43,12 +49,13 @@ def analyse_split(
     metrics: Mapping[str, tuple[NeuralCollapse, int]],
     *,
     device: torch.device,
+    dtype: torch.dtype | None = None,
     cache_bytes: int = 0,
 ) -> SplitAnalysis:
     """Run both passes of every metric in ``metrics`` (``name -> (metric, label column)``, column
     ``i`` being ``batch[i]``) over ``batches`` with gradients off; the caller sets eval mode.
-    ``forward(x)`` (``x`` on ``device``) returns ``(logits, {layer: embedding})``: an ncdepth model,
-    or any function of that contract.
+    ``forward(x)`` (``x`` on ``device``, floating inputs converted to ``dtype`` when given) returns
+    ``(logits, {layer: embedding})``: an ncdepth model, or any function of that contract.
 
     The metrics are reset first and left after ``next_phase`` and pass 2, ready for ``compute()``.
     ``batches`` must be re-iterable, yielding the same samples each time (in any order).
@@ -61,7 +68,7 @@ def analyse_split(
     cached_bytes = 0
     with torch.no_grad():
         for batch in batches:
-            x, *labels = (tensor.to(device) for tensor in batch)
+            x, labels = _to_device(batch, device, dtype)
             logits, embeddings = forward(x)
             predictions = logits.argmax(dim=1)
             total += predictions.shape[0]
@@ -76,7 +83,7 @@ def analyse_split(
                     cache = None
         for metric, _ in metrics.values():
             metric.next_phase()
-        replay = cache if cache is not None else _forward(forward, batches, device)
+        replay = cache if cache is not None else _forward(forward, batches, device, dtype)
         for logits, embeddings, labels in replay:
             for metric, column in metrics.values():
                 metric.update(embeddings, labels[column - 1], logits=logits)
@@ -86,12 +93,23 @@ def analyse_split(
 
 
 def _forward(
-    forward: Forward, batches: Iterable[tuple[Tensor, ...]], device: torch.device
+    forward: Forward, batches: Iterable[tuple[Tensor, ...]], device: torch.device, dtype: torch.dtype | None
 ) -> Iterable[tuple[Tensor, Mapping[str, Tensor], list[Tensor]]]:
     for batch in batches:
-        x, *labels = (tensor.to(device) for tensor in batch)
+        x, labels = _to_device(batch, device, dtype)
         logits, embeddings = forward(x)
         yield logits, embeddings, labels
+
+
+def _to_device(
+    batch: tuple[Tensor, ...], device: torch.device, dtype: torch.dtype | None
+) -> tuple[Tensor, list[Tensor]]:
+    """``(x, [labels...])`` on ``device`` without waiting for the copies (asynchronous from pinned
+    memory); a floating ``x`` converted to ``dtype`` (on the device, after the copy)."""
+    x, *labels = (tensor.to(device, non_blocking=True) for tensor in batch)
+    if dtype is not None and x.is_floating_point():
+        x = x.to(dtype)
+    return x, labels
 
 
 def _nbytes(tensor: Tensor) -> int:

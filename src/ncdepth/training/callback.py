@@ -249,12 +249,9 @@ class NeuralCollapseCallback(pl.Callback):
         test = NeuralCollapse(network.num_classes, ncc_reference=train, **options).to(device)
         cache_bytes = int(self.settings.cache_features_mb * 2**20)
         loaders = {split: _shard(loader, trainer) for split, loader in self._dataloaders(datamodule).items()}
-        train_run = analyse_split(
-            network.forward, loaders["train"], train_metrics, device=device, cache_bytes=cache_bytes
-        )
-        test_run = analyse_split(
-            network.forward, loaders["test"], {"test": (test, 1)}, device=device, cache_bytes=cache_bytes
-        )
+        analysis_options = {"device": device, "dtype": pl_module.dtype, "cache_bytes": cache_bytes}
+        train_run = analyse_split(network.forward, loaders["train"], train_metrics, **analysis_options)
+        test_run = analyse_split(network.forward, loaders["test"], {"test": (test, 1)}, **analysis_options)
         metrics = {**train_metrics, "test": (test, 1)}
         results = {split: metric.compute() for split, (metric, _) in metrics.items()}
         if network.model is not None:
