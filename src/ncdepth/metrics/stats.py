@@ -338,7 +338,7 @@ def make_anchors(
     if not check_samples:
         return anchors
     generator = torch.Generator().manual_seed(_PROBE_SEED)
-    probe = torch.randn(sums.shape[1], generator=generator, dtype=torch.float64)
+    probe = torch.randn(sums.shape[1], generator=generator, dtype=torch.float64, device="cpu")
     probe = (probe / torch.linalg.vector_norm(probe)).to(device=sums.device, dtype=dtype)
     return dataclasses.replace(anchors, probe=probe)
 
