@@ -43,7 +43,8 @@ at most ``gamma_k = k u / (1 - k u)`` of ``sum |e_j| |e_l|`` per entry, ``k`` th
 **Same samples in both passes.** Pass 2 also sums, per class, ``P_c = sum_{y_i=c} g . (h_i - hi_c)`` along a
 fixed random unit direction ``g`` (the same on every process); over the samples of pass 1 it equals
 ``N_c g . r_c`` up to rounding (:func:`mismatched_classes` bounds it), so a pass 2 fed other samples with the
-same class counts is caught at ``compute()``. Cost: one ``B x d`` product with ``g`` per batch.
+same class counts is caught at ``compute()``. Cost: one ``B x d`` product with ``g`` per batch (on the
+projected path, one more row of the product with the directions).
 
 **Precision and devices.** Per-batch work runs with autocast turned off (under ``torch.autocast`` a float32
 product would run in bfloat16 or float16, and an NCC score above 65,504 would overflow float16), on the
@@ -294,7 +295,8 @@ class Anchors:
     ``U^T (mu_k - mu_G) = V^T R`` of the centred means in ``U`` (so ``e.(mu_k - mu_G) = (U^T e).coefficients_k``),
     in the working precision.
     ``probe``: ``(d,)`` the unit direction ``g`` of the sample check (module docstring), in the working
-    precision, or ``None`` without the check.
+    precision, or ``None`` without the check; on the projected path it is also the last row of
+    ``directions``.
     """
 
     means: Tensor
@@ -340,7 +342,10 @@ def make_anchors(
     generator = torch.Generator().manual_seed(_PROBE_SEED)
     probe = torch.randn(sums.shape[1], generator=generator, dtype=torch.float64, device="cpu")
     probe = (probe / torch.linalg.vector_norm(probe)).to(device=sums.device, dtype=dtype)
-    return dataclasses.replace(anchors, probe=probe)
+    if anchors.full:
+        return dataclasses.replace(anchors, probe=probe)
+    directions = torch.cat([anchors.directions, probe[None]])  # one more row of the batch's product
+    return dataclasses.replace(anchors, probe=probe, directions=directions)
 
 
 def _make_anchors(
@@ -453,8 +458,6 @@ def _residual_blocks(
         torch.sub(h[block], residual, out=residual)
         norms = torch.linalg.vector_norm(residual, dim=1).double()
         sums.within_sq.index_add_(0, index[block], norms.square_())
-        if anchors.probe is not None and sums.probe is not None:
-            sums.probe.index_add_(0, index[block], torch.mv(residual, anchors.probe).double())
         yield block, residual
 
 
@@ -470,11 +473,15 @@ def _projected_pass(
         torch.mm(anchors.directions, residual.T, out=products[:, block])
     own = products[:num_classes]
     sums.scatter.add_(own.double().square().sum(1))  # not in place: for float64, own.double() is own
+    centres = products[num_classes:]
+    if anchors.probe is not None:  # the last row: g . e
+        sums.probe.index_add_(0, index, products[-1].double())
+        centres = centres[:-1]
     table = anchors.centre_table.index_select(0, index)
     if anchors.coefficients is not None:
         scores = torch.addmm(table, own.T, anchors.coefficients, alpha=-2.0)
     else:
-        scores = torch.add(table, products[num_classes:].T, alpha=-2.0)
+        scores = torch.add(table, centres.T, alpha=-2.0)
     return scores.argmin(1)
 
 
@@ -483,6 +490,8 @@ def _full_pass(h: Tensor, index: Tensor, anchors: Anchors, sums: PassTwoSums, wo
     residuals' buffer for the nearest centres ``argmin_k ||nu_k - o||^2 - 2 (h - o).(nu_k - o)``."""
     prediction = torch.empty_like(index)
     for block, residual in _residual_blocks(h, index, anchors, sums, workspace):
+        if anchors.probe is not None:
+            sums.probe.index_add_(0, index[block], torch.mv(residual, anchors.probe).double())
         _add_scatter(sums.scatter, residual, workspace)
         shifted = torch.sub(h[block], anchors.origin, out=residual)
         prediction[block] = _nearest_centres(shifted, anchors.directions, anchors.centre_table)
