@@ -189,7 +189,9 @@ def closed_form(
     options = {"dtype": torch.float64, "device": device}
     roots = [optimal_x(b / n, depth) for n in sizes]
     x = torch.tensor(roots, **options)
-    losses = torch.tensor([class_loss(xk, b / n, depth) for xk, n in zip(roots, sizes, strict=True)], **options)
+    losses = torch.tensor(
+        [class_loss(xk, b / n, depth) for xk, n in zip(roots, sizes, strict=True)], **options
+    )
     power = x.pow(depth)
     a = num_samples * feature_decay
     diagonals = {
