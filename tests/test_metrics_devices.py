@@ -103,6 +103,8 @@ def test_to_moves_the_anchors_counts_and_buffers_and_pass_two_never_reads_a_valu
         batch = {name: h[rows].to("meta") for name, h in features.items()}
         metric.update(batch, labels[rows].to("meta"), logits=logits[rows].to("meta"))
     assert metric._workspace.nbytes > 0
+    metric.reset()
+    assert metric._workspace.nbytes == 0  # reset() releases the buffers
 
 
 def test_metrics_head_geometry_and_analysis_make_nothing_on_the_default_device() -> None:
