@@ -316,7 +316,7 @@ class NeuralCollapse(Metric):
     def _smallest_over_processes(self, value: int, device: torch.device) -> int:
         """The minimum of ``value`` over processes (itself when not distributed): a memory decision every
         process takes alike, so that none raises while the others wait in a collective."""
-        if not _distributed():
+        if not (self.dist_sync_on_step or self.sync_on_compute) or not _distributed():
             return value
         smallest = torch.tensor(float(value), dtype=torch.float64, device=device)
         torch.distributed.all_reduce(smallest, op=torch.distributed.ReduceOp.MIN, group=self.process_group)

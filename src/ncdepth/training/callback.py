@@ -249,7 +249,11 @@ class NeuralCollapseCallback(pl.Callback):
         test = NeuralCollapse(network.num_classes, ncc_reference=train, **options).to(device)
         cache_bytes = int(self.settings.cache_features_mb * 2**20)
         loaders = {split: _shard(loader, trainer) for split, loader in self._dataloaders(datamodule).items()}
-        analysis_options = {"device": device, "dtype": pl_module.dtype, "cache_bytes": cache_bytes}
+        analysis_options = {
+            "device": device,
+            "dtype": _parameter_dtype(pl_module),
+            "cache_bytes": cache_bytes,
+        }
         train_run = analyse_split(network.forward, loaders["train"], train_metrics, **analysis_options)
         test_run = analyse_split(network.forward, loaders["test"], {"test": (test, 1)}, **analysis_options)
         metrics = {**train_metrics, "test": (test, 1)}
@@ -374,6 +378,12 @@ def _tapped(layers: list[str], pool: Pooling | Mapping[str, Pooling]) -> Feature
         return logits, tap.features
 
     return features
+
+
+def _parameter_dtype(module: nn.Module) -> torch.dtype | None:
+    """The dtype of the module's first floating parameter (bf16, fp16 or float64 under Lightning's
+    ``*-true`` precisions), which the analysis converts floating inputs to."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
 
 
 def _has_label_noise(datamodule: pl.LightningDataModule | None) -> bool:
