@@ -115,7 +115,8 @@ class NeuralCollapse(Metric):
 
     Numerics: with float32 features, per-batch arithmetic is float32 and every sum is float64; the means are
     removed from each sample before squaring (see :mod:`ncdepth.metrics.stats`). If TF32 matmuls are enabled
-    globally on an Ampere+ GPU, the projections (and hence ``nc1``) carry ~1e-3 relative error.
+    globally on an Ampere+ GPU, the projections and the float32 products of the full scatter (and hence
+    ``nc1``) carry ~1e-3 relative error.
 
     Example:
         >>> import torch

@@ -174,9 +174,11 @@ def row_blocks(h: Tensor, min_rows: int = 1) -> list[slice]:
 
 
 class Workspace:
-    """Buffers reused from batch to batch, one per device and dtype (grown when a larger one is asked
-    for), so that the per-batch work allocates, and on CPU page-faults, nothing of the size of a block of
-    rows. Blocks are processed one after the other, so one buffer per dtype suffices."""
+    """Buffers reused from batch to batch, one per use (``slot``), device and dtype (replaced by a larger one
+    when asked for), so that the per-batch work allocates, and on CPU page-faults, nothing of the size of a
+    block of rows. Blocks are processed one after the other, so one buffer per use suffices. The buffers are
+    made on the device of the features they serve; :meth:`clear` releases them (``NeuralCollapse.reset()`` and
+    ``.to()`` do)."""
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[str, torch.device, torch.dtype], Tensor] = {}
