@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,6 +23,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import ncdepth.metrics.collapse as collapse_module
 from ncdepth.metrics import LayerTap, NeuralCollapse, neural_collapse
 from ncdepth.models import MLP
 from ncdepth.training import LossConfig, NCModule, OptimizerConfig
@@ -237,3 +239,29 @@ def test_half_precision_features_give_the_float32_result_of_the_same_values(dtyp
     stream(got, half, labels, logits.to(dtype))
     stream(expected, same_values, labels, logits.to(dtype).float())
     assert got.compute() == expected.compute()
+
+
+# ------------------------------------------------------------------------------------------------ memory
+def test_next_phase_reduces_and_releases_one_layer_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under DDP each layer's ``C x d`` sums are reduced into a copy: at most one such copy is alive at once
+    (distribution faked in one process: ``all_reduce`` of one process is the identity)."""
+    monkeypatch.setattr(collapse_module, "_distributed", lambda: True)
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor, **kwargs: None)
+    copies: list[weakref.ref] = []
+    alive_at_reduction = []
+    reduced = NeuralCollapse._reduced
+
+    def tracking(self: NeuralCollapse, tensor: Tensor) -> Tensor:
+        total = reduced(self, tensor)
+        if total.ndim == 2:  # a layer's C x d sums
+            alive_at_reduction.append(sum(ref() is not None for ref in copies))
+            copies.append(weakref.ref(total))
+        return total
+
+    monkeypatch.setattr(NeuralCollapse, "_reduced", tracking)
+    features = {f"layer{i}": torch.randn(60, 8 + i) for i in range(4)}
+    labels = torch.arange(60) % NUM_CLASSES
+    metric = NeuralCollapse(NUM_CLASSES)
+    metric.update(features, labels)
+    metric.next_phase()
+    assert alive_at_reduction == [0, 0, 0, 0]
