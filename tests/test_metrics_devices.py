@@ -265,3 +265,15 @@ def test_next_phase_reduces_and_releases_one_layer_at_a_time(monkeypatch: pytest
     metric.update(features, labels)
     metric.next_phase()
     assert alive_at_reduction == [0, 0, 0, 0]
+
+
+def test_free_gpu_memory_counts_what_the_caching_allocator_holds_unused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After training, PyTorch's cache holds blocks the driver counts as used: they are free to the metric."""
+    from ncdepth.metrics import stats
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1_000, 80_000))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 50_000)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 20_000)
+    assert stats.available_bytes(torch.device("cuda", 0)) == 1_000 + 30_000
