@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 import ncdepth.metrics.collapse as collapse_module
-from ncdepth.metrics import LayerTap, NeuralCollapse, neural_collapse
+from ncdepth.metrics import LayerTap, NeuralCollapse, neural_collapse, stats
 from ncdepth.models import MLP
 from ncdepth.training import LossConfig, NCModule, OptimizerConfig
 from ncdepth.training.analysis import analyse_split
@@ -271,8 +271,6 @@ def test_free_gpu_memory_counts_what_the_caching_allocator_holds_unused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """After training, PyTorch's cache holds blocks the driver counts as used: they are free to the metric."""
-    from ncdepth.metrics import stats
-
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1_000, 80_000))
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 50_000)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 20_000)
