@@ -235,7 +235,8 @@ class NeuralCollapse(Metric):
         self._add_state("scatter", scatter_shape(dim, num_classes, full=full), device)
         self._add_state("ncc_correct", (num_classes,), device)
         self._add_state("nc4_disagreements", (), device)
-        self._add_state("probe", (num_classes,) if self.check_samples else (), device)
+        if self.check_samples:
+            self._add_state("probe", (num_classes,), device)
 
     def _pass_two_sums(self, layer: str) -> PassTwoSums:
         """The pass-2 states of a layer (added to in place)."""
