@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 import ncdepth.metrics.collapse as collapse_module
-from ncdepth.metrics import LayerTap, NeuralCollapse, neural_collapse, stats
+from ncdepth.metrics import LayerTap, NeuralCollapse, functional, neural_collapse, stats
 from ncdepth.models import MLP
 from ncdepth.training import LossConfig, NCModule, OptimizerConfig
 from ncdepth.training.analysis import analyse_split
@@ -275,3 +275,23 @@ def test_free_gpu_memory_counts_what_the_caching_allocator_holds_unused(
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 50_000)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 20_000)
     assert stats.available_bytes(torch.device("cuda", 0)) == 1_000 + 30_000
+
+
+def test_compute_with_many_classes_waits_a_fixed_number_of_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``C > d``: the pair metrics go over blocks of classes, keeping their sums on the device; the host
+    waits as often with 4 x 4 blocks as with 25 x 25."""
+    generator = torch.Generator().manual_seed(0)
+    classes = 200
+    labels = torch.arange(1_000) % classes
+    features = 3.0 * torch.randn(classes, 8, generator=generator)[labels] + torch.randn(
+        1_000, 8, generator=generator
+    )
+    counts = {}
+    for block in (8, 50):
+        monkeypatch.setattr(functional, "PAIR_BLOCK", block)
+        metric = NeuralCollapse(classes)
+        stream(metric, {"features": features}, labels, None)
+        with CountSyncs() as counter:
+            metric.compute()
+        counts[block] = counter.total
+    assert counts[8] == counts[50]
