@@ -1,17 +1,22 @@
-"""``NeuralCollapse`` across two processes (gloo, CPU) equals the single-process result on all the data."""
+"""``NeuralCollapse`` across two processes (gloo, CPU) equals the single-process result on all the data, reduces
+with ``all_reduce`` (torchmetrics' gather of every state is never called), and decides whether a full scatter
+fits alike on every process (one short of memory: all raise, none waits)."""
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torchmetrics.metric
 from torch import Tensor
 
+import ncdepth.metrics.collapse as collapse_module
 from ncdepth.metrics import NeuralCollapse
 
 NUM_CLASSES = 5
@@ -68,6 +73,11 @@ def worker(rank: int, port: int, seed: int, out_dir: str) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+
+    def no_gather(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torchmetrics gathered every process's states")
+
+    torchmetrics.metric.gather_all_tensors = no_gather
     try:
         labels, test_labels = dataset(seed)[1], dataset(seed + 1)[1]
         result = measure(shard(labels, rank), shard(test_labels, rank), seed)
@@ -107,3 +117,34 @@ def test_two_processes_equal_one(tmp_path: Path) -> None:
         assert_same(test_got, test_expected)
         for layer, means in means_expected.items():
             torch.testing.assert_close(means_got[layer], means, rtol=1e-12, atol=1e-14)
+
+
+def short_of_memory_worker(rank: int, port: int, out_dir: str) -> None:
+    """Rank 1 sees less free memory than a 64 x 64 scatter needs, rank 0 plenty: both must raise."""
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+    collapse_module.available_bytes = lambda device: 2**40 if rank == 0 else 1000
+    try:
+        metric = NeuralCollapse(NUM_CLASSES, full_covariance_max_dim=64)
+        metric.update(torch.zeros(4, 64), torch.arange(4))
+        outcome = "no error"
+    except MemoryError as error:
+        outcome = str(error)
+    finally:
+        dist.destroy_process_group()
+    (Path(out_dir) / f"rank{rank}.txt").write_text(outcome)
+
+
+def test_a_scatter_that_does_not_fit_on_one_process_is_refused_on_all(tmp_path: Path) -> None:
+    context = mp.spawn(
+        short_of_memory_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=False
+    )
+    deadline = time.monotonic() + 600  # starting two interpreters on a loaded machine takes a minute or more
+    while not context.join(timeout=5):  # True once every process has ended
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("a process still waits in a collective after 600 s")
+    for rank in range(WORLD_SIZE):
+        assert "only 1,000 bytes are available" in (tmp_path / f"rank{rank}.txt").read_text()

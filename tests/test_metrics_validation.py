@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from ncdepth.metrics import ConstantFeaturesWarning, NeuralCollapse
+from ncdepth.metrics import ConstantFeaturesWarning, NeuralCollapse, SingleSampleClassesWarning
 from ncdepth.metrics import functional as F
 from reference_nc import CLASS_MEAN_METRICS
 
@@ -139,6 +139,34 @@ def test_non_tensor_layers_get_a_clear_error() -> None:
         NeuralCollapse(C).update({"attn": (h, h)}, labels)
 
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_integer_features_are_refused_by_name(dtype: torch.dtype) -> None:
+    h, labels = blobs()
+    values = (h > 0) if dtype == torch.bool else (10 * h).to(dtype)
+    message = rf"must be a floating-point Tensor, got {dtype}: convert it first \(features.double\(\)"
+    with pytest.raises(TypeError, match="layer 'block' " + message):
+        NeuralCollapse(C).update({"block": values}, labels)
+    with pytest.raises(TypeError, match="^features " + message):
+        NeuralCollapse(C).update(values, labels)
+    with pytest.raises(TypeError, match="^features " + message):
+        F.neural_collapse(values, labels, C)
+
+
+def test_numpy_features_are_told_plainly() -> None:
+    h, labels = blobs()
+    array = h.numpy()
+    plain = r"is a numpy.ndarray, not a torch Tensor: pass torch.from_numpy\(array\)"
+    for call in (
+        lambda: NeuralCollapse(C).update(array, labels),
+        lambda: F.neural_collapse(array, labels, C),
+    ):
+        with pytest.raises(TypeError, match="^features " + plain) as info:
+            call()
+        assert "LayerTap" not in str(info.value) and "module" not in str(info.value)
+    with pytest.raises(TypeError, match="^layer 'block' " + plain):
+        NeuralCollapse(C).update({"block": array}, labels)
+
+
 # --------------------------------------------------------------------------- pass 2 against pass 1
 def test_a_class_empty_only_in_pass_2_is_named() -> None:
     h, labels = blobs()
@@ -184,6 +212,60 @@ def test_pass_2_with_other_labels_but_as_many_samples_says_so() -> None:
     two_passes(metric, h, labels, second=(h, shifted))
     with pytest.raises(ValueError, match="as many samples as pass 1 but with other labels"):
         metric.compute()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_pass_2_with_other_samples_of_the_same_classes_is_caught(dtype: torch.dtype) -> None:
+    """Another draw of the same classes, same labels (nc1 would be far off), or one sample of class 2 swapped
+    for another of class 2: caught at compute() on every layer (``head``, d = 3 < C, keeps the full scatter),
+    naming the classes; the samples in another order, or with one float32 ulp of difference (a recomputed
+    forward pass), are not."""
+    h, labels = blobs()
+    h = h.to(dtype)
+    other, _ = blobs(seed=1)
+    other = (h.double().mean(0) + other - other.mean(0)).to(dtype)
+    metric = NeuralCollapse(C)
+    two_passes(metric, layers_of(h), labels, second=(layers_of(other), labels))
+    with pytest.raises(
+        ValueError, match=r"layer 'block' saw other samples .* for classes 0, 1, 2, 3, with the "
+    ):
+        metric.compute()
+    unchecked = NeuralCollapse(C, check_samples=False)
+    two_passes(unchecked, layers_of(h), labels, second=(layers_of(other), labels))
+    unchecked.compute()  # wrong numbers, as asked
+
+    swapped = h.clone()
+    swapped[2] = other[6]  # both of class 2
+    for layer in ("block", "wide", "head"):
+        metric = NeuralCollapse(C)
+        two_passes(
+            metric, {layer: layers_of(h)[layer]}, labels, second=({layer: layers_of(swapped)[layer]}, labels)
+        )
+        with pytest.raises(ValueError, match=rf"layer '{layer}' saw other samples .* for classes 2, with"):
+            metric.compute()
+
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    ulp = torch.nextafter(h, torch.full_like(h, math.inf)) if dtype == torch.float32 else h
+    for second in ((layers_of(h[order]), labels[order]), (layers_of(ulp), labels)):
+        metric = NeuralCollapse(C)
+        two_passes(metric, layers_of(h), labels, second=second)
+        metric.compute()
+
+
+def test_classes_of_one_sample_warn() -> None:
+    h, labels = blobs()
+    keep = torch.cat([(labels != 1).nonzero().flatten(), torch.tensor([1])])  # one sample of class 1
+    metric = NeuralCollapse(C)
+    with pytest.warns(
+        SingleSampleClassesWarning, match=r"1 classes have a single sample in layer 'features' \(classes \[1\]\)"
+    ):
+        two_passes(metric, h[keep], labels[keep])
+        metric.compute()
+    with pytest.warns(SingleSampleClassesWarning, match="variance is 0 by construction"):
+        F.neural_collapse(h[keep], labels[keep], C)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        F.neural_collapse(h, labels, C)
 
 
 def test_pass_1_labels_out_of_range_give_the_count() -> None:

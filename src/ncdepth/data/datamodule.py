@@ -204,13 +204,20 @@ class NCDataModule(pl.LightningDataModule):
         return self._splits
 
     def _loader(self, dataset: LabelledTensorDataset, batch_size: int, **kwargs: Any) -> DataLoader:
+        """Batches in pinned memory when the trainer runs on a CUDA device, so that the copies to it
+        (``non_blocking``) do not make the host wait."""
         return DataLoader(
             dataset,
             batch_size=batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self._on_cuda(),
             **kwargs,
         )
+
+    def _on_cuda(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled (seeded) ``(x, y)`` batches of the train set, ``y`` the possibly noisy label."""

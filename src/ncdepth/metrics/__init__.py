@@ -16,13 +16,14 @@ from ncdepth.metrics import functional
 from ncdepth.metrics.collapse import NeuralCollapse
 from ncdepth.metrics.functional import METRIC_NAMES, effective_depth, neural_collapse
 from ncdepth.metrics.tap import LayerTap, tokens_as_samples
-from ncdepth.metrics.validation import ConstantFeaturesWarning
+from ncdepth.metrics.validation import ConstantFeaturesWarning, SingleSampleClassesWarning
 
 __all__ = [
     "METRIC_NAMES",
     "ConstantFeaturesWarning",
     "LayerTap",
     "NeuralCollapse",
+    "SingleSampleClassesWarning",
     "effective_depth",
     "functional",
     "neural_collapse",

@@ -3,6 +3,7 @@ layers at once."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,12 +30,15 @@ from ncdepth.metrics.stats import (
     Workspace,
     add_class_sums,
     all_finite,
+    available_bytes,
     check_scatter_fits,
     class_counts,
     count_invalid_labels,
     finalize,
     flatten_features,
     make_anchors,
+    mismatched_classes,
+    scatter_bytes,
     scatter_shape,
     second_pass,
     uses_full_scatter,
@@ -43,6 +47,7 @@ from ncdepth.metrics.validation import (
     check_feature_tensor,
     check_logits,
     describe_pass_mismatch,
+    describe_sample_mismatch,
     resolve_classifier_layer,
 )
 
@@ -112,10 +117,23 @@ class NeuralCollapse(Metric):
             before ``pool="avg"``) gives no ``w_align``.
         ood_reference: a ``NeuralCollapse`` over out-of-distribution data (past its first pass, same layers)
             whose global means give ``nc5_ood_dev``.
+        check_samples: check at :meth:`compute` that pass 2 went over the samples of pass 1, not only the
+            same class counts (:func:`~ncdepth.metrics.stats.mismatched_classes`: one ``B x d`` product per
+            batch and a ``(C,)`` state per layer; default on).
+
+    Devices and precision: the states are created on the device of the first batch's features (the
+    metric moves there), everything it makes follows that device, and ``.to()`` moves all it holds (the
+    pass-2 anchors and buffers too). Features of any floating dtype are accepted (float16 and bfloat16 are
+    worked on in float32); integer features and numpy arrays are refused by name. ``update`` turns autocast
+    off for its own arithmetic, so a call from a ``validation_step`` under mixed precision gives the same
+    results. Under DDP the sums are reduced with ``all_reduce`` (one copy of each state, not one per
+    process), and whether a full ``d x d`` scatter fits is decided on the smallest free memory over processes,
+    so that all of them raise or none.
 
     Numerics: with float32 features, per-batch arithmetic is float32 and every sum is float64; the means are
     removed from each sample before squaring (see :mod:`ncdepth.metrics.stats`). If TF32 matmuls are enabled
-    globally on an Ampere+ GPU, the projections (and hence ``nc1``) carry ~1e-3 relative error.
+    globally on an Ampere+ GPU, the projections and the float32 products of the full scatter (and hence
+    ``nc1``) carry ~1e-3 relative error.
 
     Example:
         >>> import torch
@@ -160,6 +178,7 @@ class NeuralCollapse(Metric):
         measures: tuple[str, ...] | list[str] = (),
         layer_weights: Mapping[str, Tensor | Callable[[], Tensor]] | None = None,
         ood_reference: NeuralCollapse | None = None,
+        check_samples: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -183,6 +202,7 @@ class NeuralCollapse(Metric):
         self.ood_reference = ood_reference
         self._probes: dict[str, Probe] = {}
         self._projections: dict[str, Tensor | None] = {}
+        self.check_samples = bool(check_samples)
         scalar = torch.zeros((), dtype=torch.float64)
         self.add_state("invalid_labels", scalar.clone(), dist_reduce_fx="sum")
         self.add_state("logit_rows", scalar.clone(), dist_reduce_fx="sum")
@@ -232,7 +252,7 @@ class NeuralCollapse(Metric):
         return self.num_classes if self._kept is None else len(self._kept)
 
     def _full_scatter(self, layer: str) -> bool:
-        return uses_full_scatter(self._layers[layer], self._measured, self.full_covariance_max_dim)
+        return self._full_dim(self._layers[layer])
 
     def _register(self, layer: str, h: Tensor) -> None:
         dim, device = h.shape[1], h.device
@@ -240,14 +260,14 @@ class NeuralCollapse(Metric):
         self._dtypes[layer] = h.dtype
         num_classes = self.num_classes
         full = self._full_scatter(layer)
-        if full:
-            check_scatter_fits(dim, device, layer)
         self._add_state("counts", (num_classes,), device)
         self._add_state("sums", (num_classes, dim), device)  # pass 1 only
         self._add_state("within_sq", (num_classes,), device)
         self._add_state("scatter", scatter_shape(dim, num_classes, full=full), device)
         self._add_state("ncc_correct", (num_classes,), device)
         self._add_state("nc4_disagreements", (), device)
+        if self.check_samples:
+            self._add_state("sample_check", (num_classes,), device)
         if self._probing:
             projection = make_projection(dim, PROBE_MAX_DIM, 0, device)
             self._projections[layer] = projection
@@ -265,6 +285,7 @@ class NeuralCollapse(Metric):
             within_sq=self._state(layer, "within_sq"),
             scatter=self._state(layer, "scatter"),
             ncc_correct=self._state(layer, "ncc_correct"),
+            probe=self._state(layer, "sample_check") if self.check_samples else None,
         )
 
     # ------------------------------------------------------------------ the two passes
@@ -283,7 +304,7 @@ class NeuralCollapse(Metric):
             logits: ``(B, C)`` network outputs; used in pass 2 for ``nc4`` at the classifier layer (in pass 1
                 only their shape is checked).
         """
-        layers = {"features": features} if isinstance(features, Tensor) else dict(features)
+        layers = dict(features) if isinstance(features, Mapping) else {"features": features}
         if not layers:
             raise ValueError("features must hold at least one layer")
         batch = {
@@ -313,14 +334,36 @@ class NeuralCollapse(Metric):
             self._second_pass(batch, labels, logits)
 
     def _register_layers(self, batch: Mapping[str, Tensor]) -> None:
-        """First update: register every layer's states, then resolve (and check) the classifier layer."""
+        """First update: move the metric to the features' device, refuse full scatters that do not fit
+        (every process alike), register every layer's states, then resolve (and check) the classifier
+        layer."""
         dims = {name: h.shape[1] for name, h in batch.items()}
         weight = self._weight()
         self.classifier_layer = resolve_classifier_layer(
             dims, self.classifier_layer, None if weight is None else weight.detach(), self.num_classes
         )
+        device = next(iter(batch.values())).device
+        self.to(device)
+        full = {name: dim for name, dim in dims.items() if self._full_dim(dim)}
+        if full:
+            free = self._smallest_over_processes(available_bytes(device), device)
+            for name, dim in full.items():
+                check_scatter_fits(dim, device, name, free)
+                free -= scatter_bytes(dim)
         for name, h in batch.items():
             self._register(name, h)
+
+    def _full_dim(self, dim: int) -> bool:
+        return uses_full_scatter(dim, self._measured, self.full_covariance_max_dim)
+
+    def _smallest_over_processes(self, value: int, device: torch.device) -> int:
+        """The minimum of ``value`` over processes (itself when not distributed): a memory decision every
+        process takes alike, so that none raises while the others wait in a collective."""
+        if not (self.dist_sync_on_step or self.sync_on_compute) or not _distributed():
+            return value
+        smallest = torch.tensor(float(value), dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(smallest, op=torch.distributed.ReduceOp.MIN, group=self.process_group)
+        return int(smallest.item())
 
     def _weight(self) -> Tensor | None:
         weight = self.classifier_weight
@@ -379,14 +422,13 @@ class NeuralCollapse(Metric):
             raise RuntimeError("next_phase() was already called; call reset() to start over")
         if not self._layers:
             raise RuntimeError("next_phase() before any update(): pass 1 saw no data")
-        counts_sums = self._global_first_pass()
         invalid = float(self._reduced(self.invalid_labels))
         if invalid > 0:
             raise ValueError(
                 f"labels must lie in 0..{self.num_classes - 1}: {int(invalid)} pass-1 labels lie outside"
             )
         reference = self._reference_centres()
-        counts = next(iter(counts_sums.values()))[0]  # the same for every layer
+        counts = self._reduced(self._state(next(iter(self._layers)), "counts"))  # the same for every layer
         missing = (counts < self.min_class_count).nonzero().flatten().tolist()
         if missing and self.empty_classes == "error":
             raise ValueError(
@@ -396,21 +438,30 @@ class NeuralCollapse(Metric):
             )
         if missing and self.empty_classes == "drop":
             self._drop_classes(counts)
-        for name, (counts, sums) in counts_sums.items():
+        self._counts = counts
+        for name in self._layers:  # one layer at a time: one reduced C x d copy alive at once
+            sums = self._reduced(self._state(name, "sums"))
             if not all_finite(sums):
                 raise ValueError(f"layer {name!r}: features contain NaN or Inf")
-            self._counts = counts
             centres, absent = reference.get(name, (None, None))
+            measured = counts
             if self._kept is not None:
-                counts, sums = counts[self._kept], sums[self._kept]
+                measured, sums = counts[self._kept], sums[self._kept]
                 if centres is not None:
                     centres, absent = centres[self._kept], absent[self._kept]
+            self._release_state(name, "sums")
             self._anchors[name] = make_anchors(
-                counts, sums, self._dtypes[name], centres, absent, full_scatter=self._full_scatter(name)
+                measured,
+                sums,
+                self._dtypes[name],
+                centres,
+                absent,
+                full_scatter=self._full_scatter(name),
+                check_samples=self.check_samples,
             )
             if self._probing:
-                self._probes[name] = self._probe(name, counts, sums)
-            self._release_state(name, "sums")
+                self._probes[name] = self._probe(name, measured, sums)
+            del sums
         self._phase = 2
 
     def _probe(self, layer: str, counts: Tensor, sums: Tensor) -> Probe:
@@ -445,6 +496,7 @@ class NeuralCollapse(Metric):
                 ("within_sq", (len(kept),)),
                 ("scatter", scatter_shape(dim, len(kept), full=full)),
                 ("ncc_correct", (len(kept),)),
+                *((("sample_check", (len(kept),)),) if self.check_samples else ()),
             ):
                 state = self._state(name, kind)
                 setattr(self, self._state_name(name, kind), state.new_zeros(shape))
@@ -453,15 +505,6 @@ class NeuralCollapse(Metric):
         """Replace a per-layer state by a 0-dim zero (:meth:`reset` re-creates its shape)."""
         name = self._state_name(layer, kind)
         setattr(self, name, torch.zeros((), dtype=torch.float64, device=getattr(self, name).device))
-
-    def _global_first_pass(self) -> dict[str, tuple[Tensor, Tensor]]:
-        return {
-            name: (
-                self._reduced(self._state(name, "counts")),
-                self._reduced(self._state(name, "sums")),
-            )
-            for name in self._layers
-        }
 
     def _reduced(self, tensor: Tensor) -> Tensor:
         """The sum of ``tensor`` over all processes (itself when not distributed), reduced in place of one
@@ -523,6 +566,11 @@ class NeuralCollapse(Metric):
                 raise ValueError(f"layer {name!r}: features contain NaN or Inf in pass 2")
         if self._kept is not None:
             counts = counts[self._kept]
+        if self.check_samples:
+            for name in self._layers:
+                mismatched = mismatched_classes(counts, self._anchors[name], self._pass_two_sums(name))
+                if bool(mismatched.any()):
+                    raise ValueError(describe_sample_mismatch(name, mismatched.nonzero().flatten().tolist()))
         return {
             name: finalize(
                 counts,
@@ -610,9 +658,39 @@ class NeuralCollapse(Metric):
         self._counts = None
         self._kept = self._renumber = None
         self._phase = 1
+        self._workspace.clear()
+
+    def _apply(self, fn: Callable, exclude_state: Any = "") -> NeuralCollapse:
+        """``.to()``, ``.cuda()``, ...: torchmetrics moves the states; this moves the rest (the pass-2
+        anchors, the class counts) to the same device, keeping their dtypes, and releases the buffers."""
+        this = super()._apply(fn, exclude_state)
+        device = this.device
+        this._anchors = {name: _moved(anchors, device) for name, anchors in this._anchors.items()}
+        if this._counts is not None:
+            this._counts = this._counts.to(device)
+        this._workspace.clear()
+        return this
+
+    def _sync_dist(self, dist_sync_fn: Callable | None = None, process_group: Any | None = None) -> None:
+        """Sum every state over processes in place with ``all_reduce`` (all are sums): torchmetrics' default
+        gathers every process's copy of every state first, ``world`` times the memory of a ``d x d``
+        scatter."""
+        group = process_group or self.process_group
+        for name in self._defaults:
+            torch.distributed.all_reduce(getattr(self, name), group=group)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("NeuralCollapse needs two passes: use update(), next_phase() and compute()")
+
+
+def _moved(anchors: Anchors, device: torch.device) -> Anchors:
+    """``anchors`` with every tensor on ``device`` (dtypes kept)."""
+    fields = {
+        field.name: value.to(device)
+        for field in dataclasses.fields(anchors)
+        if isinstance(value := getattr(anchors, field.name), Tensor)
+    }
+    return dataclasses.replace(anchors, **fields)
 
 
 def _distributed() -> bool:

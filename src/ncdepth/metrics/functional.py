@@ -59,6 +59,7 @@ from ncdepth.metrics.validation import (
     ConstantFeaturesWarning,
     check_feature_tensor,
     check_logits,
+    warn_single_sample_classes,
 )
 
 __all__ = [
@@ -240,6 +241,7 @@ def metrics_from_statistics(
         raise ValueError(
             unmeasured_classes_message(missing, len(counts), min_class_count, where, empty_classes)
         )
+    warn_single_sample_classes(counts, where)
     if missing or _means_coincide(stats, where):
         out = dict.fromkeys(_CLASS_MEAN_METRICS, math.nan)
         if weight is None:
@@ -421,7 +423,8 @@ def _pairs_in_blocks(centred: Tensor, variances: Tensor, num_classes: int) -> di
     norms = norms_sq.sqrt()
     unit = centred / norms[:, None]
     target = 1.0 / (num_classes - 1)
-    count, mean, squares, ratio_sum, angle_sum = 0, 0.0, 0.0, 0.0, 0.0
+    zero = centred.new_zeros(())  # running sums stay on the device: one host sync at the end, not per block
+    count, mean, squares, ratio_sum, angle_sum = 0, zero, zero, zero, zero
     for start in range(0, taken, PAIR_BLOCK):
         rows = slice(start, start + PAIR_BLOCK)
         for other in range(start, taken, PAIR_BLOCK):
@@ -435,21 +438,23 @@ def _pairs_in_blocks(centred: Tensor, variances: Tensor, num_classes: int) -> di
                 norm_a, var_a = norm_a[upper[0], 0], var_a[upper[0], 0]
                 norm_b, var_b = norm_b[0, upper[1]], var_b[0, upper[1]]
             distances = (norm_a * norm_b).mul_(cosines).mul_(-2.0).add_(norm_a.square()).add_(norm_b.square())
-            ratio_sum += float((var_a + var_b).div_(distances).sum()) / 2.0
+            ratio_sum = ratio_sum + (var_a + var_b).div_(distances).sum() / 2.0
             shifted = cosines.add_(target).flatten()  # cos + 1/(C - 1)
             block_count = shifted.numel()
-            angle_sum += float(torch.linalg.vector_norm(shifted, ord=1))
-            block_mean = float(shifted.sum()) / block_count
+            angle_sum = angle_sum + torch.linalg.vector_norm(shifted, ord=1)
+            block_mean = shifted.sum() / block_count
             deviations = shifted.sub_(block_mean)
             delta = block_mean - mean
             merged = count + block_count
-            squares += float(torch.dot(deviations, deviations)) + delta * delta * count * block_count / merged
-            mean += delta * block_count / merged
+            squares = (
+                squares + torch.dot(deviations, deviations) + delta * delta * count * block_count / merged
+            )
+            mean = mean + delta * block_count / merged
             count = merged
     return {
-        "cdnv": ratio_sum / count,
-        "nc2_equiangle": math.sqrt(2.0 * squares / (2 * count - 1)),
-        "nc2_maxangle": angle_sum / count,
+        "cdnv": float(ratio_sum) / count,
+        "nc2_equiangle": math.sqrt(2.0 * float(squares) / (2 * count - 1)),
+        "nc2_maxangle": float(angle_sum) / count,
     }
 
 

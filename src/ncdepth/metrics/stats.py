@@ -37,7 +37,18 @@ With ``r_c = mu_c - hi_c`` (the rounding of the mean, known in float64, since
 and likewise for the scatters. No ``E||h||^2 - ||mu||^2`` appears anywhere. The squared residual norms are
 summed within a row in the working precision (relative error about ``sqrt(d)`` units in the last place of
 ``||h_i - hi_c||^2``, which rounding ``h_i`` itself already costs) and across rows in float64; the scatters
-multiply float32 values, exactly, in float64.
+are float32 products of chunks of :data:`SCATTER_CHUNK_ROWS` centred rows, added in float64 (relative error
+at most ``gamma_k = k u / (1 - k u)`` of ``sum |e_j| |e_l|`` per entry, ``k`` the chunk's rows).
+
+**Same samples in both passes.** Pass 2 also sums, per class, ``P_c = sum_{y_i=c} g . (h_i - hi_c)`` along a
+fixed random unit direction ``g`` (the same on every process); over the samples of pass 1 it equals
+``N_c g . r_c`` up to rounding (:func:`mismatched_classes` bounds it), so a pass 2 fed other samples with the
+same class counts is caught at ``compute()``. Cost: one ``B x d`` product with ``g`` per batch (on the
+projected path, one more row of the product with the directions).
+
+**Precision and devices.** Per-batch work runs with autocast turned off (under ``torch.autocast`` a float32
+product would run in bfloat16 or float16, and an NCC score above 65,504 would overflow float16), on the
+device of the features; every tensor made here follows that device.
 
 **Nearest class centre.** With centres ``nu_k`` (the class means, or the train split's) and ``o`` the
 global mean in the working precision,
@@ -57,13 +68,18 @@ cache (:data:`BLOCK_ELEMENTS`), held in buffers reused from block to block and, 
 batch to batch (:class:`Workspace`), so nothing of size ``B x d`` is allocated. Pass 2 reads each block of
 features once: it writes the residuals ``e = h - hi_y`` into the first buffer (working precision), takes their
 norms and multiplies them by the ``K x d`` directions (one product per block, into the ``K x B`` projections);
-the full path also copies them to the second buffer (float64, exact) for the ``d x d`` scatter. The residual
+the full path multiplies them in chunks of :data:`SCATTER_CHUNK_ROWS` rows into the second buffer (float32
+``d x d`` products added to the float64 scatter: no float64 product per batch; error bound in
+``docs/metrics.md``, "Precision"). The residual
 norms are not taken as ``||h||^2 - 2 h.hi_y + ||hi_y||^2`` from the product: in float32 that cancels
 catastrophically once the classes collapse.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,6 +95,23 @@ NCC_BLOCK_ELEMENTS = 2**22
 # a GPU wants few, large kernels (a batch is one block up to 2**26 / B features a sample; 768 MiB of buffers).
 BLOCK_ELEMENTS = 2**18
 ACCELERATOR_BLOCK_ELEMENTS = 2**26
+# The full d x d scatter is a sum of float32 products of this many centred rows, each added in float64:
+# per-entry error at most gamma_k (k u, 7.6e-6 for k = 128) of sum |e_j||e_l|, typically sqrt(k) u.
+SCATTER_CHUNK_ROWS = 128
+# The sample check of pass 2 (module docstring) flags a class whose pass-2 mean differs from its pass-1 mean,
+# along the probe, by more than this fraction of the class's spread per dimension.
+SAMPLE_CHECK_TOLERANCE = 1e-3
+_PROBE_SEED = 20250521
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context with autocast turned off on ``device`` when it is on (a no-op otherwise), so that float32
+    products stay float32."""
+    try:
+        enabled = torch.is_autocast_enabled(device.type)
+    except RuntimeError:  # a device type autocast does not know (meta)
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, enabled=False) if enabled else contextlib.nullcontext()
 
 
 def work_dtype(x: Tensor) -> torch.dtype:
@@ -141,20 +174,34 @@ def row_blocks(h: Tensor, min_rows: int = 1) -> list[slice]:
 
 
 class Workspace:
-    """Buffers reused from batch to batch, one per device and dtype (grown when a larger one is asked
-    for), so that the per-batch work allocates, and on CPU page-faults, nothing of the size of a block of
-    rows. Blocks are processed one after the other, so one buffer per dtype suffices."""
+    """Buffers reused from batch to batch, one per use (``slot``), device and dtype (replaced by a larger one
+    when asked for), so that the per-batch work allocates, and on CPU page-faults, nothing of the size of a
+    block of rows. Blocks are processed one after the other, so one buffer per use suffices. The buffers are
+    made on the device of the features they serve; :meth:`clear` releases them (``NeuralCollapse.reset()`` and
+    ``.to()`` do)."""
 
     def __init__(self) -> None:
-        self._buffers: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+        self._buffers: dict[tuple[str, torch.device, torch.dtype], Tensor] = {}
 
-    def rows(self, rows: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-        """A ``(rows, dim)`` view of the buffer for ``(device, dtype)`` (its values are arbitrary)."""
+    def rows(
+        self, rows: int, dim: int, device: torch.device, dtype: torch.dtype, slot: str = "rows"
+    ) -> Tensor:
+        """A ``(rows, dim)`` view of the buffer ``slot`` for ``(device, dtype)`` (its values are arbitrary)."""
         size = rows * dim
-        buffer = self._buffers.get((device, dtype))
+        key = (slot, torch.device(device), dtype)
+        buffer = self._buffers.get(key)
         if buffer is None or buffer.numel() < size:
-            buffer = self._buffers[(device, dtype)] = torch.empty(size, dtype=dtype, device=device)
+            self._buffers.pop(key, None)  # free the smaller one first
+            buffer = self._buffers[key] = torch.empty(size, dtype=dtype, device=device)
         return buffer[:size].view(rows, dim)
+
+    def clear(self) -> None:
+        """Release every buffer (they are re-made, on the features' device, when next needed)."""
+        self._buffers.clear()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(buffer.numel() * buffer.element_size() for buffer in self._buffers.values())
 
 
 def class_sums(h: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
@@ -191,9 +238,12 @@ def uses_full_scatter(dim: int, num_classes: int, full_covariance_max_dim: int =
 
 
 def available_bytes(device: torch.device) -> int:
-    """Free memory on ``device``: ``torch.cuda.mem_get_info`` on GPU, ``MemAvailable`` on Linux CPUs."""
+    """Free memory on ``device``. GPU: ``torch.cuda.mem_get_info``'s free bytes plus what PyTorch's caching
+    allocator holds without using (``memory_reserved - memory_allocated``, which it hands out again before
+    asking the driver); CPU: ``MemAvailable`` on Linux."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + cached
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
@@ -204,15 +254,22 @@ def available_bytes(device: torch.device) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def check_scatter_fits(dim: int, device: torch.device, layer: str) -> None:
-    """Refuse, before allocating, a full ``d x d`` float64 scatter that does not fit: it needs ``8 d^2`` bytes
-    for the state and as much again for the work of ``compute()``."""
-    needed = 2 * 8 * dim * dim
-    free = available_bytes(device)
+def scatter_bytes(dim: int) -> int:
+    """Bytes a full ``d x d`` scatter needs: the float64 state, as much again for the work of ``compute()``,
+    and the float32 product of a chunk of rows."""
+    return (8 + 8 + 4) * dim * dim
+
+
+def check_scatter_fits(dim: int, device: torch.device, layer: str, free: int | None = None) -> None:
+    """Refuse, before allocating, a full ``d x d`` scatter that does not fit in ``free`` bytes (default: what
+    :func:`available_bytes` reports on ``device``; under DDP the caller passes the smallest over processes, so
+    that every process decides alike)."""
+    needed = scatter_bytes(dim)
+    free = available_bytes(device) if free is None else free
     if needed > free:
         raise MemoryError(
             f"layer {layer!r}: the full d x d within-class scatter (d = {dim}) needs {needed:,} bytes "
-            f"({needed / 2**30:.1f} GiB: the float64 state and one working copy) but only {free:,} bytes are "
+            f"({needed / 2**30:.1f} GiB: the float64 state, one working copy and a float32 product) but only {free:,} bytes are "
             f"available on {device}; set full_covariance_max_dim below {dim}"
         )
 
@@ -239,6 +296,9 @@ class Anchors:
     ``coefficients``: projected path with the class means as centres: ``(C, C)`` coordinates
     ``U^T (mu_k - mu_G) = V^T R`` of the centred means in ``U`` (so ``e.(mu_k - mu_G) = (U^T e).coefficients_k``),
     in the working precision.
+    ``probe``: ``(d,)`` the unit direction ``g`` of the sample check (module docstring), in the working
+    precision, or ``None`` without the check; on the projected path it is also the last row of
+    ``directions``.
     """
 
     means: Tensor
@@ -250,6 +310,7 @@ class Anchors:
     directions: Tensor
     centre_table: Tensor
     coefficients: Tensor | None
+    probe: Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -268,12 +329,35 @@ def make_anchors(
     ncc_absent: Tensor | None = None,
     *,
     full_scatter: bool,
+    check_samples: bool = False,
 ) -> Anchors:
-    """Build pass-2 anchors from global float64 counts and sums.
+    """Build pass-2 anchors from global float64 counts and sums (every tensor on their device).
 
     ``ncc_centres`` (``(K, d)`` float64, e.g. the train split's class means for the test split) replaces the
     class means as nearest-class centres; by default the class means themselves are the centres.
+    ``check_samples``: draw the probe ``g`` of the sample check (the same on every process).
     """
+    with autocast_off(sums.device):
+        anchors = _make_anchors(counts, sums, dtype, ncc_centres, ncc_absent, full_scatter)
+    if not check_samples:
+        return anchors
+    generator = torch.Generator().manual_seed(_PROBE_SEED)
+    probe = torch.randn(sums.shape[1], generator=generator, dtype=torch.float64, device="cpu")
+    probe = (probe / torch.linalg.vector_norm(probe)).to(device=sums.device, dtype=dtype)
+    if anchors.full:
+        return dataclasses.replace(anchors, probe=probe)
+    directions = torch.cat([anchors.directions, probe[None]])  # one more row of the batch's product
+    return dataclasses.replace(anchors, probe=probe, directions=directions)
+
+
+def _make_anchors(
+    counts: Tensor,
+    sums: Tensor,
+    dtype: torch.dtype,
+    ncc_centres: Tensor | None,
+    ncc_absent: Tensor | None,
+    full_scatter: bool,
+) -> Anchors:
     empty = counts == 0
     means = (sums / counts.clamp(min=1)[:, None]).masked_fill_(empty[:, None], float("nan"))
     rounded = means.to(dtype)
@@ -314,12 +398,14 @@ class PassTwoSums:
     ``within_sq`` ``(C,)``: ``sum ||e||^2`` per class, ``e = h - hi_y`` (offset not yet removed);
     ``scatter``: projected path, ``(C,)`` ``sum (u_k . e)^2``, the diagonal of the scatter in the eigenbasis
     ``U`` (all that ``Tr(Sigma_W Sigma_B^+)`` needs); full path, ``(d, d)`` ``sum e e^T``; ``ncc_correct``
-    ``(C,)``: samples of class ``c`` whose nearest centre is ``c``.
+    ``(C,)``: samples of class ``c`` whose nearest centre is ``c``; ``probe`` ``(C,)``: ``P_c = sum g . e``
+    (sample check; ``None`` without it).
     """
 
     within_sq: Tensor
     scatter: Tensor
     ncc_correct: Tensor
+    probe: Tensor | None = None
 
     @classmethod
     def zeros(cls, num_classes: int, dim: int, *, full: bool, device: torch.device) -> PassTwoSums:
@@ -348,10 +434,11 @@ def second_pass(
     """
     workspace = Workspace() if workspace is None else workspace
     index = labels.clamp(0, anchors.num_classes - 1)  # out-of-range labels were rejected after pass 1
-    if anchors.full:
-        prediction = _full_pass(h, index, anchors, sums, workspace)
-    else:
-        prediction = _projected_pass(h, index, anchors, sums, workspace)
+    with autocast_off(h.device):
+        if anchors.full:
+            prediction = _full_pass(h, index, anchors, sums, workspace)
+        else:
+            prediction = _projected_pass(h, index, anchors, sums, workspace)
     sums.ncc_correct.index_add_(0, index, (prediction == labels).to(torch.float64))
     return prediction
 
@@ -388,27 +475,64 @@ def _projected_pass(
         torch.mm(anchors.directions, residual.T, out=products[:, block])
     own = products[:num_classes]
     sums.scatter.add_(own.double().square().sum(1))  # not in place: for float64, own.double() is own
+    centres = products[num_classes:]
+    if anchors.probe is not None:  # the last row: g . e
+        sums.probe.index_add_(0, index, products[-1].double())
+        centres = centres[:-1]
     table = anchors.centre_table.index_select(0, index)
     if anchors.coefficients is not None:
         scores = torch.addmm(table, own.T, anchors.coefficients, alpha=-2.0)
     else:
-        scores = torch.add(table, products[num_classes:].T, alpha=-2.0)
+        scores = torch.add(table, centres.T, alpha=-2.0)
     return scores.argmin(1)
 
 
 def _full_pass(h: Tensor, index: Tensor, anchors: Anchors, sums: PassTwoSums, workspace: Workspace) -> Tensor:
-    """``d < C``: per block, the ``d x d`` scatter ``S += e^T e`` in float64 (from an exact float64 copy of
-    the residuals), then ``h - o`` in the residuals' buffer for the nearest centres
-    ``argmin_k ||nu_k - o||^2 - 2 (h - o).(nu_k - o)``."""
+    """``d < C``: per block, the ``d x d`` scatter ``S += e^T e`` (:func:`_add_scatter`), then ``h - o`` in the
+    residuals' buffer for the nearest centres ``argmin_k ||nu_k - o||^2 - 2 (h - o).(nu_k - o)``."""
     prediction = torch.empty_like(index)
     for block, residual in _residual_blocks(h, index, anchors, sums, workspace):
-        exact = residual
-        if residual.dtype != torch.float64:
-            exact = workspace.rows(*residual.shape, h.device, torch.float64).copy_(residual)
-        sums.scatter.addmm_(exact.T, exact)
+        if anchors.probe is not None:
+            sums.probe.index_add_(0, index[block], torch.mv(residual, anchors.probe).double())
+        _add_scatter(sums.scatter, residual, workspace)
         shifted = torch.sub(h[block], anchors.origin, out=residual)
         prediction[block] = _nearest_centres(shifted, anchors.directions, anchors.centre_table)
     return prediction
+
+
+def _add_scatter(scatter: Tensor, residual: Tensor, workspace: Workspace) -> None:
+    """``scatter += e^T e`` for the ``(rows, d)`` residuals ``e``: in float64 for float64 residuals; else as
+    float32 products of :data:`SCATTER_CHUNK_ROWS` rows at a time, each added to the float64 ``scatter``
+    (float64 work: one ``d x d`` addition per chunk, no float64 product)."""
+    if residual.dtype == torch.float64:
+        scatter.addmm_(residual.T, residual)
+        return
+    dim = residual.shape[1]
+    product = workspace.rows(dim, dim, residual.device, residual.dtype, slot="product")
+    for start in range(0, residual.shape[0], SCATTER_CHUNK_ROWS):
+        chunk = residual[start : start + SCATTER_CHUNK_ROWS]
+        scatter.add_(torch.mm(chunk.T, chunk, out=product))
+
+
+def mismatched_classes(counts: Tensor, anchors: Anchors, sums: PassTwoSums) -> Tensor:
+    """``(C,)`` bool: the classes whose pass-2 probe sum ``P_c`` is not ``N_c g . r_c`` (module docstring).
+
+    Rounding bound (``u`` the working precision's epsilon, ``Q'_c = sum ||e_i||^2``): each ``g . e_i`` is
+    off by at most ``(d + 2) u ||e_i||`` and ``sum ||e_i|| <= sqrt(N_c Q'_c)``; the float64 means by at most
+    ``N_c u_64 ||mu_c||`` each; a forward pass recomputed on a device may differ by a few ``u ||h_i||``
+    (16 are allowed). A class is flagged past that plus :data:`SAMPLE_CHECK_TOLERANCE` times
+    ``sqrt(N_c Q'_c / d)``: a pass-2 mean shifted by that fraction of the class's spread per dimension.
+    """
+    dim = anchors.means.shape[1]
+    present = counts > 0
+    offset = (anchors.means - anchors.rounded).masked_fill_(~present[:, None], 0.0)
+    expected = counts * (offset @ anchors.probe.double())
+    eps = torch.finfo(anchors.dtype).eps
+    spread = (counts * sums.within_sq.clamp(min=0.0)).sqrt()
+    scale = torch.linalg.vector_norm(anchors.rounded.double().nan_to_num(), dim=1)
+    bound = (SAMPLE_CHECK_TOLERANCE / math.sqrt(dim) + (dim + 2) * eps) * spread
+    bound += (16 * eps + counts * torch.finfo(torch.float64).eps) * counts * scale
+    return present & ~((sums.probe - expected).abs() <= bound)
 
 
 def _nearest_centres(shifted: Tensor, centres: Tensor, squared_norms: Tensor) -> Tensor:

@@ -21,7 +21,9 @@ Contract:
   (e.g. ``lambda h: h.mean(1)`` for the mean over the tokens of a ``(B, T, d)`` sequence);
 * **tokens** (``tokens=True``): every selected output must be ``(B, T, ...)`` and every position is a
   sample: :attr:`LayerTap.features` gives ``(B*T, d)`` and :meth:`LayerTap.token_features` with a ``(B, T)``
-  mask gives ``(n, d)``, ``n = mask.sum()`` (pass ``labels[mask]`` and ``logits[mask]`` alongside);
+  mask gives ``(n, d)``, ``n = mask.sum()`` (pass ``labels[mask]`` and ``logits[mask]`` alongside). The
+  host waits for the device once per call, to learn ``n`` (one ``nonzero`` of the mask shared by every
+  layer, which then takes its rows with ``index_select``); without a mask nothing waits;
 * **nothing kept across batches**: every forward of ``model`` starts from an empty dict, so
   :attr:`LayerTap.features` holds the latest forward only; a tapped module that did not run in it, or ran
   more than once (a reused module: its output is ambiguous), raises when the features are read;
@@ -233,7 +235,14 @@ class LayerTap:
         features = self.features  # checks that the last forward ran every layer once
         if mask is None:
             return features
-        return {name: tokens_as_samples(self._features[name], mask, layer=name) for name in self._layers}
+        positions: dict[torch.device, Tensor] = {}  # one nonzero (one host sync) per device, not per layer
+        result = {}
+        for name in self._layers:
+            flat = _token_rows(self._features[name], name)
+            if flat.device not in positions:
+                positions[flat.device] = _mask_positions(mask, flat.shape[:2], flat.device, name)
+            result[name] = flat.flatten(0, 1).index_select(0, positions[flat.device])
+        return result
 
     def __repr__(self) -> str:
         state = "attached" if self.attached else "removed"
@@ -257,21 +266,30 @@ def tokens_as_samples(features: Tensor, mask: Tensor | None = None, *, layer: st
                 [2., 3.],
                 [6., 7.]])
     """
-    where = f"layer {layer!r}: " if layer is not None else ""
-    if features.ndim < 3:
-        raise ValueError(f"{where}token features must have shape (B, T, d), got {tuple(features.shape)}")
-    flat = features.reshape(features.shape[0], features.shape[1], -1)
+    flat = _token_rows(features, layer)
     if mask is None:
-        return flat.reshape(-1, flat.shape[-1])
-    if mask.shape != flat.shape[:2]:
-        raise ValueError(
-            f"{where}mask must have shape (B, T) = {tuple(flat.shape[:2])}, got {tuple(mask.shape)}"
-        )
+        return flat.flatten(0, 1)
+    return flat.flatten(0, 1).index_select(0, _mask_positions(mask, flat.shape[:2], flat.device, layer))
+
+
+def _token_rows(features: Tensor, layer: str | None) -> Tensor:
+    """``(B, T, ...)`` as ``(B, T, d)``."""
+    if features.ndim < 3:
+        where = f"layer {layer!r}: " if layer is not None else ""
+        raise ValueError(f"{where}token features must have shape (B, T, d), got {tuple(features.shape)}")
+    return features.reshape(features.shape[0], features.shape[1], -1)
+
+
+def _mask_positions(mask: Tensor, shape: torch.Size, device: torch.device, layer: str | None) -> Tensor:
+    """The row-major positions (``(n,)`` int64 on ``device``) where the ``(B, T)`` ``mask`` is set: one
+    ``nonzero``, the one host sync of a masked read."""
+    where = f"layer {layer!r}: " if layer is not None else ""
+    if mask.shape != shape:
+        raise ValueError(f"{where}mask must have shape (B, T) = {tuple(shape)}, got {tuple(mask.shape)}")
     if mask.dtype != torch.bool:
         if mask.dtype.is_floating_point or bool(((mask != 0) & (mask != 1)).any()):
             raise ValueError(f"{where}mask must be boolean (or 0/1 integers), got {mask.dtype}")
-        mask = mask.bool()
-    return flat[mask.to(flat.device)]
+    return mask.to(device, non_blocking=True).flatten().nonzero().flatten()
 
 
 # ---------------------------------------------------------------------------------------------- helpers

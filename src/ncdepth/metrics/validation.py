@@ -7,13 +7,19 @@ Every message says what was received, what was expected and, where one exists, w
 * :func:`check_logits` — logits must be ``(B, C)``;
 * :func:`describe_pass_mismatch` — why pass 2 does not match pass 1 (labels out of range, classes missing,
   fewer or more samples);
+* :func:`check_feature_tensor` — a layer's embedding must be a floating-point tensor (numpy arrays and
+  integer tensors are refused by name);
+* :func:`describe_sample_mismatch` — pass 2 had pass 1's class counts but not its samples;
 * :class:`ConstantFeaturesWarning` — all class means coincide (e.g. constant features): the metrics built
-  on the centred class means are NaN, as ``docs/metrics.md`` states.
+  on the centred class means are NaN, as ``docs/metrics.md`` states;
+* :class:`SingleSampleClassesWarning` — classes of one sample, whose within-class variance is zero by
+  construction.
 """
 
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -25,6 +31,26 @@ class ConstantFeaturesWarning(UserWarning):
     """A layer's class means all coincide (``Sigma_B = 0``, e.g. constant or all-zero features): ``nc1``,
     ``nc1_trace_ratio``, ``cdnv``, ``nc2_*`` and ``nc3`` are NaN; ``ncc_acc`` and ``nc4`` are still
     reported (every centre ties, so the NCC prediction is arbitrary)."""
+
+
+class SingleSampleClassesWarning(UserWarning):
+    """Some classes have a single sample: their within-class variance is zero by construction, which lowers
+    ``nc1``, ``nc1_trace_ratio`` and ``cdnv`` without any collapse (``min_class_count=2`` with ``empty_classes="drop"``
+    leaves them out)."""
+
+
+def warn_single_sample_classes(counts: Tensor, where: str = "") -> None:
+    """Warn (:class:`SingleSampleClassesWarning`) when some of the float64 ``counts`` are exactly 1."""
+    single = (counts == 1).nonzero().flatten().tolist()
+    if not single:
+        return
+    warnings.warn(
+        f"{len(single)} classes have a single sample{where} (classes {class_list(single)}): their within-class "
+        "variance is 0 by construction, which lowers nc1, nc1_trace_ratio and cdnv; min_class_count=2 with "
+        "empty_classes='drop' leaves them out",
+        SingleSampleClassesWarning,
+        stacklevel=4,
+    )
 
 
 def close_matches(name: str, candidates: Iterable[str]) -> str:
@@ -106,14 +132,30 @@ def check_logits(logits: Any, rows: int, num_classes: int) -> None:
 
 
 def check_feature_tensor(name: str, value: Any) -> Tensor:
-    """A layer's embedding must be a tensor (a hook returning a tuple gives a clear error here)."""
+    """A layer's embedding must be a floating-point tensor (a hook returning a tuple gives a clear error
+    here). ``name`` ``"features"`` is the single tensor of the functional API or of ``update(tensor, ...)``.
+
+    Integer features are refused rather than converted: float32, the working precision of everything but
+    float64, holds integers exactly only up to 2**24; ``features.double()`` converts exactly up to 2**53.
+    """
+    what = "features" if name == "features" else f"layer {name!r}"
     if isinstance(value, Tensor):
+        if not value.dtype.is_floating_point:
+            raise TypeError(
+                f"{what} must be a floating-point Tensor, got {value.dtype}: convert it first (features.double() "
+                "is exact for integers up to 2**53, features.float() up to 2**24)"
+            )
         return value
-    what = type(value).__name__
+    kind = type(value).__name__
+    if type(value).__module__ == "numpy":
+        raise TypeError(
+            f"{what} is a numpy.{kind}, not a torch Tensor: pass torch.from_numpy(array) (and the labels as a "
+            "torch integer Tensor too)"
+        )
     if isinstance(value, Sequence) and not isinstance(value, str):
-        what = f"{what} of {len(value)} elements"
+        kind = f"{kind} of {len(value)} elements"
     raise TypeError(
-        f"layer {name!r} is a {what}, not a Tensor: pick one tensor of the module's output (LayerTap does it "
+        f"{what} is a {kind}, not a Tensor: pick one tensor of the module's output (LayerTap does it "
         "with select=..., by default the first element of a tuple)"
     )
 
@@ -159,6 +201,20 @@ def describe_pass_mismatch(first: Tensor, second: Tensor, invalid_second: float,
     return (
         f"pass 2 must go over the same samples with the same labels as pass 1: {message}. Feed both passes "
         "from the same loader (no shuffling, no drop_last, the same label column)"
+    )
+
+
+def describe_sample_mismatch(layer: str, classes: list[int]) -> str:
+    """Pass 2 saw pass 1's class counts but, in ``classes`` of ``layer``, other samples (the sample check of
+    :mod:`ncdepth.metrics.stats`)."""
+    shown = ", ".join(str(c) for c in classes[:10]) + (
+        f", ... ({len(classes)} classes)" if len(classes) > 10 else ""
+    )
+    return (
+        f"pass 2 must go over the same samples as pass 1: layer {layer!r} saw other samples (or other "
+        f"features) in pass 2 for classes {shown}, with the same class counts. Feed both passes from the same "
+        "loader, without shuffling or random augmentation, with the model in eval mode and unchanged between "
+        "them (check_samples=False turns this check off)"
     )
 
 

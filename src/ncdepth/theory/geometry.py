@@ -11,7 +11,8 @@ Every distance acts on one of the three ``C x C`` matrices of :func:`grams`,
   and vanish for collapsed classes; one per matrix (:func:`general_frame_distances`).
 
 :func:`frame_distance` compares shapes only (both sides scaled to unit Frobenius norm);
-:func:`relative_distance` compares the matrices themselves, scale included.
+:func:`relative_distance` compares the matrices themselves, scale included. Frames are made on the
+``device`` asked for (the matrices' own), and every function works on the device of its inputs.
 """
 
 from __future__ import annotations
@@ -41,14 +42,14 @@ def grams(weight: Tensor, class_means: Tensor) -> dict[str, Tensor]:
     }
 
 
-def orthogonal_frame(num_classes: int) -> Tensor:
-    """The orthogonal frame ``I_C`` (float64)."""
-    return torch.eye(num_classes, dtype=torch.float64)
+def orthogonal_frame(num_classes: int, device: torch.device | str | None = None) -> Tensor:
+    """The orthogonal frame ``I_C`` (float64, on ``device``)."""
+    return torch.eye(num_classes, dtype=torch.float64, device=device)
 
 
-def simplex_etf(num_classes: int) -> Tensor:
-    """The simplex-ETF Gram ``I_C - 11^T/C`` (float64)."""
-    return torch.eye(num_classes, dtype=torch.float64) - 1.0 / num_classes
+def simplex_etf(num_classes: int, device: torch.device | str | None = None) -> Tensor:
+    """The simplex-ETF Gram ``I_C - 11^T/C`` (float64, on ``device``)."""
+    return torch.eye(num_classes, dtype=torch.float64, device=device) - 1.0 / num_classes
 
 
 def frame_distance(matrix: Tensor, reference: Tensor) -> float:
@@ -103,7 +104,7 @@ def minority_collapse(weight: Tensor, class_means: Tensor, class_sizes: tuple[in
     classes of the largest size. Minority collapse shows as ratios that fall to 0 for the small
     classes.
     """
-    sizes = torch.as_tensor(class_sizes)
+    sizes = torch.as_tensor(class_sizes, device=weight.device)
     if sizes.shape != (weight.shape[0],):
         raise ValueError(f"class_sizes must hold one size per class ({weight.shape[0]}), got {class_sizes}")
     majority = sizes == sizes.max()

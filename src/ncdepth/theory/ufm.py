@@ -171,8 +171,10 @@ def closed_form(
     feature_decay: float,
     *,
     bias: bool = False,
+    device: torch.device | str | None = None,
 ) -> dict[str, Tensor | float]:
-    """The global optimum of the deep-linear UFM (module docstring for the derivation), float64.
+    """The global optimum of the deep-linear UFM (module docstring for the derivation), float64 tensors on
+    ``device`` (the default device when ``None``).
 
     Returns ``x`` ``(C,)``; ``WWT``, ``HTH`` (Gram of the uncentred class means ``Hbar``) and ``WH``
     (``W Hbar``), all ``(C, C)``; ``fstar`` (the optimal objective, a float); ``singular_values``
@@ -184,10 +186,11 @@ def closed_form(
         raise ValueError(f"bias=True has a closed form for balanced class_sizes only, got {sizes}")
     num_classes, num_samples = len(sizes), sum(sizes)
     b = coupling(num_samples, depth, decays, feature_decay)
-    x = torch.tensor([optimal_x(b / n, depth) for n in sizes], dtype=torch.float64)
+    options = {"dtype": torch.float64, "device": device}
+    roots = [optimal_x(b / n, depth) for n in sizes]
+    x = torch.tensor(roots, **options)
     losses = torch.tensor(
-        [class_loss(float(xk), b / n, depth) for xk, n in zip(x, sizes, strict=True)],
-        dtype=torch.float64,
+        [class_loss(xk, b / n, depth) for xk, n in zip(roots, sizes, strict=True)], **options
     )
     power = x.pow(depth)
     a = num_samples * feature_decay
@@ -196,11 +199,11 @@ def closed_form(
         "HTH": power / (a * (1.0 + power) ** 2),
         "WH": power / (1.0 + power),
     }
-    layer_scale = torch.tensor([b / (depth * num_samples * value) for value in decays], dtype=torch.float64)
+    layer_scale = torch.tensor([b / (depth * num_samples * value) for value in decays], **options)
     singular_values = (layer_scale[:, None] * x[None, :]).sqrt()
-    sizes_t = torch.tensor(sizes, dtype=torch.float64)
+    sizes_t = torch.tensor(sizes, **options)
     if bias:
-        frame = simplex_etf(num_classes)
+        frame = simplex_etf(num_classes, device)
         matrices = {name: diagonal[0] * frame for name, diagonal in diagonals.items()}
         singular_values[:, -1] = 0.0
         fstar = float((num_classes - 1) / (2 * num_classes) * losses[0])
@@ -241,7 +244,9 @@ class UFMResult:
         """``Hbar`` ``(d, C)``: the mean feature of each class."""
         num_classes = self.weights[-1].shape[0]
         counts = torch.bincount(self.labels, minlength=num_classes).to(self.features)
-        sums = torch.zeros(num_classes, self.features.shape[0], dtype=self.features.dtype)
+        sums = torch.zeros(
+            num_classes, self.features.shape[0], dtype=self.features.dtype, device=self.features.device
+        )
         sums.index_add_(0, self.labels, self.features.T)
         return (sums / counts[:, None]).T
 

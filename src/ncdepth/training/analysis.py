@@ -10,14 +10,22 @@ forward is only possible when *all* layers are kept. With a budget of ``cache_by
 keeps every batch's embeddings and logits while their running total fits; the first batch that
 overflows the budget drops the cache and pass 2 recomputes the forward pass. When it fits, pass 2
 replays the cache and runs no forward pass at all.
+
+No host synchronisation per batch: inputs and labels go to the device with ``non_blocking`` copies
+(from pinned memory when the loader pins it), the running accuracy stays on the device, and
+``NeuralCollapse.update`` never waits for the device; the host waits once per pass, in ``next_phase``
+and at the end. Under Lightning's ``*-true`` precisions the model's parameters are ``bf16``,
+``float16`` or ``float64``: floating inputs are converted to ``dtype``, the model's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning.utilities import move_data_to_device
 from torch import Tensor
 
@@ -45,12 +53,13 @@ def analyse_split(
     metrics: Mapping[str, tuple[NeuralCollapse, int]],
     *,
     device: torch.device,
+    dtype: torch.dtype | None = None,
     cache_bytes: int = 0,
 ) -> SplitAnalysis:
     """Run both passes of every metric in ``metrics`` (``name -> (metric, label column)``, column
     ``i`` being ``batch[i]``) over ``batches`` with gradients off; the caller sets eval mode.
-    ``forward(x)`` (``x`` on ``device``) returns ``(logits, {layer: embedding})``: an ncdepth model,
-    or any function of that contract.
+    ``forward(x)`` (``x`` on ``device``, floating inputs converted to ``dtype`` when given) returns
+    ``(logits, {layer: embedding})``: an ncdepth model, or any function of that contract.
 
     The metrics are reset first and left after ``next_phase`` and pass 2, ready for ``compute()``.
     ``batches`` must be re-iterable, yielding the same samples each time (in any order).
@@ -63,7 +72,7 @@ def analyse_split(
     cached_bytes = 0
     with torch.no_grad():
         for batch in batches:
-            x, *labels = (move_data_to_device(item, device) for item in batch)
+            x, labels = _to_device(batch, device, dtype)
             logits, embeddings = forward(x)
             predictions = logits.argmax(dim=1)
             total += predictions.shape[0]
@@ -78,7 +87,7 @@ def analyse_split(
                     cache = None
         for metric, _ in metrics.values():
             metric.next_phase()
-        replay = cache if cache is not None else _forward(forward, batches, device)
+        replay = cache if cache is not None else _forward(forward, batches, device, dtype)
         for logits, embeddings, labels in replay:
             for metric, column in metrics.values():
                 metric.update(embeddings, labels[column - 1], logits=logits)
@@ -88,12 +97,24 @@ def analyse_split(
 
 
 def _forward(
-    forward: Forward, batches: Iterable[tuple[Tensor, ...]], device: torch.device
+    forward: Forward, batches: Iterable[tuple[Tensor, ...]], device: torch.device, dtype: torch.dtype | None
 ) -> Iterable[tuple[Tensor, Mapping[str, Tensor], list[Tensor]]]:
     for batch in batches:
-        x, *labels = (move_data_to_device(item, device) for item in batch)
+        x, labels = _to_device(batch, device, dtype)
         logits, embeddings = forward(x)
         yield logits, embeddings, labels
+
+
+def _to_device(
+    batch: Sequence[Any], device: torch.device, dtype: torch.dtype | None
+) -> tuple[Any, list[Tensor]]:
+    """``(x, [labels...])`` on ``device``: Lightning's ``move_data_to_device`` copies without waiting where
+    the device allows (asynchronous from pinned memory), ``x`` a tensor or a collection of them; floating
+    tensors of ``x`` converted to ``dtype`` (on the device, after the copy)."""
+    x, *labels = (move_data_to_device(item, device) for item in batch)
+    if dtype is not None:
+        x = apply_to_collection(x, Tensor, lambda t: t.to(dtype) if t.is_floating_point() else t)
+    return x, labels
 
 
 def _nbytes(tensor: Tensor) -> int:

@@ -284,8 +284,13 @@ class NeuralCollapseCallback(pl.Callback):
             split: _Unpacked(_shard(loader, trainer), self.unpack_batch)
             for split, loader in self._dataloaders(datamodule).items()
         }
+        analysis_options = {
+            "device": device,
+            "dtype": _parameter_dtype(pl_module),
+            "cache_bytes": cache_bytes,
+        }
         accuracy = analyse_split(
-            network.forward, loaders["train"], train_metrics, device=device, cache_bytes=cache_bytes
+            network.forward, loaders["train"], train_metrics, **analysis_options
         ).accuracy
         metrics = dict(train_metrics)
         if "test" in loaders:
@@ -293,11 +298,7 @@ class NeuralCollapseCallback(pl.Callback):
             metrics["test"] = (test, 1)
             accuracy.update(
                 analyse_split(
-                    network.forward,
-                    loaders["test"],
-                    {"test": (test, 1)},
-                    device=device,
-                    cache_bytes=cache_bytes,
+                    network.forward, loaders["test"], {"test": (test, 1)}, **analysis_options
                 ).accuracy
             )
         results = {split: metric.compute() for split, (metric, _) in metrics.items()}
@@ -458,6 +459,12 @@ class _Unpacked:
 
     def __iter__(self):
         return (self.unpack(batch) for batch in self.loader)
+
+
+def _parameter_dtype(module: nn.Module) -> torch.dtype | None:
+    """The dtype of the module's first floating parameter (bf16, fp16 or float64 under Lightning's
+    ``*-true`` precisions), which the analysis converts floating inputs to."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
 
 
 def _has_label_noise(datamodule: pl.LightningDataModule | None) -> bool:

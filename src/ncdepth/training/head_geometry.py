@@ -52,6 +52,9 @@ the UFM objective of ``ncdepth.theory.ufm`` with
 only, so this is exact at ``l = L``; for ``l < L`` it is Dang et al.'s setting (the penalty on the
 head's input) and an approximation of the run's. A head layer whose analysed dimension differs
 from ``W_l``'s columns (``nc.pool=avg`` on a conv map) is skipped.
+
+Every tensor made here (the reference frames, the ``closed_form`` optimum, the class masks) is on the
+device of the class means, the metric's; the model's weights are brought there.
 """
 
 from __future__ import annotations
@@ -126,15 +129,16 @@ def head_geometry(model: nn.Module, metric: NeuralCollapse, module: NCModule) ->
     objective = HeadObjective.of(module)
     counts = metric.class_counts()
     means = metric.class_means()
-    maps = [layer.weight for layer in model.linear_head]
-    weight = model.classifier.weight.detach().double()
+    device = counts.device
+    maps = [layer.weight.detach().to(device, torch.float64) for layer in model.linear_head]
+    weight = model.classifier.weight.detach().to(device, torch.float64)
     results = {}
     for index, layer in enumerate(reversed(model.layer_names[-(depth_linear + 1) :])):
         class_means = means[layer].T
         if class_means.shape[0] == weight.shape[1]:
             results[layer] = layer_geometry(weight, class_means, counts, index + 1, objective)
         if index < depth_linear:
-            weight = weight @ maps[depth_linear - 1 - index].detach().double()
+            weight = weight @ maps[depth_linear - 1 - index]
     return dict(reversed(results.items()))
 
 
@@ -142,7 +146,9 @@ def layer_geometry(
     weight: Tensor, class_means: Tensor, counts: Tensor, depth: int, objective: HeadObjective
 ) -> dict[str, float]:
     """The metrics of one head layer: ``weight`` ``W_l`` ``(C, d)``, uncentred ``class_means``
-    ``(d, C)``, train ``counts`` ``(C,)``, ``depth`` ``M_l`` maps from the layer to the logits."""
+    ``(d, C)``, train ``counts`` ``(C,)``, ``depth`` ``M_l`` maps from the layer to the logits; all on
+    one device, where every tensor made here goes too."""
+    device = class_means.device
     sizes = tuple(int(n) for n in counts.tolist())
     balanced = len(set(sizes)) == 1
     etf = balanced and (objective.classifier_bias or objective.loss == "ce")
@@ -151,17 +157,17 @@ def layer_geometry(
         class_means = class_means - global_mean[:, None]
     values = {"geom_alignment": float(alignment(weight, class_means).nanmean())}
     if balanced:
-        frame = simplex_etf(len(sizes)) if etf else orthogonal_frame(len(sizes))
+        frame = simplex_etf(len(sizes), device) if etf else orthogonal_frame(len(sizes), device)
         values.update(_named(frame_distances(weight, class_means, frame)))
         return values
     for name, ratios in minority_collapse(weight, class_means, sizes).items():
         values.update(_norm_ratios(_NORMS[name], ratios, sizes, per_class=depth == 1))
-    reference = _general_frame(sizes, depth, objective)
+    reference = _general_frame(sizes, depth, objective, device)
     if reference is not None:
         values.update(_named(general_frame_distances(weight, class_means, reference)))
         for gram in ("WWT", "HTH"):
             norms = reference[gram].diagonal().sqrt()
-            ratios = norms / norms[_majority(sizes)].mean()
+            ratios = norms / norms[_majority(sizes, device)].mean()
             values.update(_norm_ratios(_NORMS[gram], ratios, sizes, per_class=depth == 1, suffix="_pred"))
     return values
 
@@ -178,25 +184,26 @@ def _norm_ratios(
 
 
 def _general_frame(
-    sizes: tuple[int, ...], depth: int, objective: HeadObjective
+    sizes: tuple[int, ...], depth: int, objective: HeadObjective, device: torch.device
 ) -> dict[str, Tensor | float] | None:
-    """``closed_form`` of the UFM that the run maps to, or ``None`` without a prediction."""
+    """``closed_form`` of the UFM that the run maps to (on ``device``), or ``None`` without a
+    prediction."""
     if objective.loss != "mse" or objective.classifier_bias or not objective.coupled_decay:
         return None
     weight_decays, feature_decay = objective.ufm_decays(depth, len(sizes), sum(sizes))
     if feature_decay <= 0 or min(weight_decays) <= 0:
         return None
-    reference = closed_form(sizes, depth, weight_decays, feature_decay)
+    reference = closed_form(sizes, depth, weight_decays, feature_decay, device=device)
     return None if bool(reference["collapsed"].all()) else reference
 
 
-def _majority(sizes: tuple[int, ...]) -> Tensor:
-    return torch.tensor(sizes) == max(sizes)
+def _majority(sizes: tuple[int, ...], device: torch.device) -> Tensor:
+    return torch.tensor(sizes, device=device) == max(sizes)
 
 
 def _minority_mean(ratios: Tensor, sizes: tuple[int, ...]) -> float:
     """Mean of ``ratios`` over the classes of the smallest size."""
-    return float(ratios[torch.tensor(sizes) == min(sizes)].mean())
+    return float(ratios[torch.tensor(sizes, device=ratios.device) == min(sizes)].mean())
 
 
 def _named(distances: dict[str, float]) -> dict[str, float]:
