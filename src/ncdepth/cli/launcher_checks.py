@@ -40,7 +40,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ncdepth.report.collect import job_batches
+from ncdepth.cli.submitit_private import (
+    SUBMITIT_LAUNCHERS,
+    read_result,
+    sbatch_script,
+    submitit_job_folder,
+)
+from ncdepth.cli.sweep_launcher import submit_only_requested
+from ncdepth.report.collect import MULTIRUN_FILE, job_batches, sweep_jobs
 from ncdepth.rundir import FINISHED, read_status
 
 log = logging.getLogger(__name__)
@@ -55,10 +62,13 @@ SLURM_COMMANDS = ("sbatch", "srun")
 """What submitit runs to submit a job (``sbatch``) and to start its tasks (``srun``)."""
 LAYOUT_KEYS = ("trainer.devices", "trainer.num_nodes")
 """The trainer keys that fix a run's Slurm layout (tasks per node, nodes)."""
-SUBMITIT_INIT_KEYS = ("submitit_folder", "max_num_timeout")
-"""Launcher params that hydra-submitit-launcher passes to the executor's constructor."""
-SUBMITIT_LAUNCHERS = "hydra_plugins.hydra_submitit_launcher.submitit_launcher."
-"""The module of hydra-submitit-launcher's launchers (``SlurmLauncher``, ``LocalLauncher``)."""
+SUBMITIT_LAUNCHER_KINDS = {
+    "hydra_plugins.ncdepth_sweep_launcher.surviving_launcher.SurvivingSlurmLauncher": "SlurmLauncher",
+    "hydra_plugins.ncdepth_sweep_launcher.surviving_launcher.SurvivingLocalLauncher": "LocalLauncher",
+    f"{SUBMITIT_LAUNCHERS}SlurmLauncher": "SlurmLauncher",
+    f"{SUBMITIT_LAUNCHERS}LocalLauncher": "LocalLauncher",
+}
+"""The launchers of ``hydra.launcher._target_`` that go through submitit, and their kind."""
 PROGRESS_EVERY_S = {"SlurmLauncher": (15.0, 300.0), "LocalLauncher": (1.0, 15.0)}
 """Per submitit launcher: seconds between two looks for ended jobs, and between two progress lines
 while no job ends."""
@@ -231,9 +241,7 @@ def swept_layout_error(task_overrides: Sequence[str], sweeper_params: Mapping[st
 def launcher_kind(config: DictConfig) -> str | None:
     """``SlurmLauncher`` or ``LocalLauncher`` for hydra-submitit-launcher's launchers (the ``slurm*``
     and ``slurm_rehearsal`` configs), else ``None``."""
-    target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
-    kind = target.removeprefix(SUBMITIT_LAUNCHERS)
-    return kind if target.startswith(SUBMITIT_LAUNCHERS) and kind in PROGRESS_EVERY_S else None
+    return SUBMITIT_LAUNCHER_KINDS.get(str(OmegaConf.select(config, "hydra.launcher._target_", default="")))
 
 
 def slurm_launch_error(
@@ -248,6 +256,7 @@ def slurm_launch_error(
     choice = str(config.hydra.runtime.choices.get("hydra/launcher", "slurm"))
     try:
         dry_run = dry_run_requested(environ)
+        submit_only_requested(environ)
     except ValueError as error:
         return str(error)
     if isinstance(config.get("trainer"), DictConfig):
@@ -270,6 +279,50 @@ def slurm_launch_error(
     return None if dry_run else slurm_commands_error(choice, which)
 
 
+def another_sweep_error(config: DictConfig) -> str | None:
+    """Why the multirun of ``config`` must not go into its sweep directory: the directory holds
+    another sweep (its ``multirun.yaml`` expands to other jobs), whose jobs would share run
+    directories and accounting with this one's. ``None`` for a new sweep directory, the same
+    sweep again (a relaunch, which resumes it), or sweeps whose jobs are known only when they run."""
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    if not (sweep_dir / MULTIRUN_FILE).is_file():
+        return None
+    try:
+        earlier = sweep_jobs(sweep_dir)
+        jobs = [job for batch in job_batches(config) for job in batch]
+    except ValueError:
+        return None
+    if earlier == jobs:
+        return None
+    first = OmegaConf.select(OmegaConf.load(sweep_dir / MULTIRUN_FILE), "hydra.overrides.task", default=[])
+    return (
+        f"hydra.sweep.dir={sweep_dir} holds another sweep ({len(earlier)} jobs of "
+        f"'{' '.join(map(str, first or [])) or 'no overrides'}'), and this one ({len(jobs)} jobs) would "
+        "mix with it: choose another hydra.sweep.dir, or rerun that sweep's own command to resume it"
+    )
+
+
+def missing_dataset_error(config: DictConfig) -> str | None:
+    """Before a Slurm sweep is submitted: the files the sweep's data set (``data.dataset`` of the
+    base config, a torchvision data set, ``data.download=false``) needs but ``data.data_dir``
+    lacks on this machine, or ``None`` (also for embedded data sets and configs without ``data``).
+    Jobs find the data where the submitting process does when both see the same file system."""
+    from ncdepth.data.torchvision_datasets import SOURCES
+
+    name = OmegaConf.select(config, "data.dataset", default=None)
+    if name not in SOURCES or OmegaConf.select(config, "data.download", default=False):
+        return None
+    data_dir = Path(str(OmegaConf.select(config, "data.data_dir", default="data")))
+    missing = [file for file in SOURCES[name].expected_files if not (data_dir / file).exists()]
+    if not missing:
+        return None
+    return (
+        f"data.dataset={name}: the data set is not in data.data_dir={data_dir.resolve()} (missing "
+        f'{", ".join(missing)}), so every job would fail; put it there (README, "Full scale") or set '
+        "data.data_dir (NCDEPTH_DATA) to where it is, then submit"
+    )
+
+
 def _omegaconf_message(error: OmegaConfBaseException) -> str:
     """OmegaConf's message on one line, with the key it is about."""
     key = getattr(error, "full_key", None)
@@ -283,33 +336,6 @@ def launcher_params(config: DictConfig) -> dict[str, Any]:
     assert isinstance(params, dict)
     params.pop("_target_", None)
     return params
-
-
-def sbatch_script(params: Mapping[str, Any], num_jobs: int) -> str:
-    """The sbatch script that hydra-submitit-launcher's Slurm launcher, built with ``params``,
-    submits for ``num_jobs`` jobs (one job array when ``num_jobs > 1``), rendered by submitit's own
-    ``SlurmExecutor`` from the parameters that ``AutoExecutor`` would give it. Needs neither
-    ``srun`` nor ``sbatch``; writes nothing."""
-    from submitit import AutoExecutor
-    from submitit.slurm.slurm import SlurmExecutor
-
-    class ScriptOnlySlurmExecutor(SlurmExecutor):
-        """submitit's Slurm executor, only ever asked for its script: no ``srun`` needed."""
-
-        @classmethod
-        def affinity(cls) -> int:
-            return 1
-
-    executor = ScriptOnlySlurmExecutor(params["submitit_folder"], max_num_timeout=params["max_num_timeout"])
-    queue = {key: value for key, value in params.items() if key not in SUBMITIT_INIT_KEYS}
-    queue = {key: value for key, value in queue.items() if value is not None}  # AutoExecutor: None = unset
-    generic = AutoExecutor._typed_parameters()
-    parameters = executor._convert_parameters({key: value for key, value in queue.items() if key in generic})
-    parameters.update({key: value for key, value in queue.items() if key not in generic})
-    executor.update_parameters(**parameters)
-    if num_jobs > 1:
-        executor.parameters["map_count"] = num_jobs
-    return executor._make_submission_file_text(executor._submitit_command_str, "dry-run")
 
 
 def write_dry_run(config: DictConfig) -> Path:
@@ -409,11 +435,10 @@ def _ended_job(result: Path) -> tuple[str, str, bool]:
     log when the job process failed, the exception and run directory when the task raised, the
     state and reason of ``status.json`` when the run recorded its failure and returned."""
     from hydra.core.utils import JobStatus, filter_overrides
-    from submitit.core.utils import pickle_load
 
     job_id = result.name.removesuffix("_0_result.pkl")
     log_file = result.with_name(f"{job_id}_0_log.err")
-    outcome, value = pickle_load(result)
+    outcome, value = read_result(result)
     if outcome != "success":  # submitit's own failure: the traceback as text
         last_line = next((line for line in reversed(str(value).splitlines()) if line.strip()), "?")
         return f"(submitit job {job_id})", f"FAILED: {last_line.strip()}; log {log_file}", True
@@ -446,10 +471,15 @@ class LauncherCheck(Callback):
         return {**self.__dict__, "_progress": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        error = another_sweep_error(config)
+        if error is not None:
+            exit_with_error(error)
         kind = launcher_kind(config)
         if kind is None:
             return
         error = slurm_launch_error(config, os.environ, shutil.which)
+        if error is None and kind == "SlurmLauncher" and not dry_run_requested(os.environ):
+            error = missing_dataset_error(config)
         if error is not None:
             exit_with_error(error)
         if kind == "SlurmLauncher" and dry_run_requested(os.environ):
@@ -462,14 +492,12 @@ class LauncherCheck(Callback):
             print(f"{program_name()}: dry run ({DRY_RUN_ENV}=1), nothing submitted; sbatch script:")
             print(script, flush=True)
             raise SystemExit(0)
-        from submitit.core.utils import JobPaths
-
         try:
             batches = job_batches(config)
         except ValueError:  # e.g. a glob sweep, which needs the config loader: the total stays unknown
             batches = None
         poll_s, heartbeat_s = PROGRESS_EVERY_S[kind]
-        submitit_dir = JobPaths.get_first_id_independent_folder(str(config.hydra.launcher.submitit_folder))
+        submitit_dir = submitit_job_folder(str(config.hydra.launcher.submitit_folder))
         self._progress = SweepProgress(
             submitit_dir, sum(map(len, batches)) if batches else None, poll_s, heartbeat_s
         )

@@ -58,6 +58,7 @@ from ncdepth.rundir import (
     CONFIG_FILE,
     FAILED,
     FINISHED,
+    REQUEUED,
     RESUMABLE_KEYS,
     RUN_LOG,
     RUNNING,
@@ -256,6 +257,14 @@ def _train(
         except BaseException as error:  # the traceback goes to train.log; the reason to status.json
             if checkpointing.stopped_by is not None:  # a preemption: submitit's exit or ours
                 signame = signal.Signals(checkpointing.stopped_by).name
+                if checkpointing.handed_over:  # submitit requeued the task: Slurm starts it again
+                    write_status(run_dir, REQUEUED, f"stopped by {signame} after a checkpoint: requeued")
+                    raise
+                if checkpointing.refused is not None:  # nothing will requeue it: a failure, no traceback
+                    _record_failure(run_dir, f"out of requeues (rerun to resume): {checkpointing.refused}")
+                    if multirun:
+                        return
+                    raise
                 _record_failure(run_dir, f"stopped by {signame} after a checkpoint: resumes when rerun")
                 raise
             log.exception("training failed")
