@@ -42,11 +42,12 @@ def make_executor(params: Mapping[str, Any], cluster: str, *, script_only: bool 
 
     queue = {key: value for key, value in params.items() if key not in SUBMITIT_INIT_KEYS}
     queue = {key: value for key, value in queue.items() if value is not None}  # AutoExecutor: None = unset
+    init = {key: params[key] for key in ("max_num_timeout",) if key in params}  # submitit_local has none
     if cluster == "local":
-        executor: Any = LocalExecutor(params["submitit_folder"], max_num_timeout=params["max_num_timeout"])
+        executor: Any = LocalExecutor(params["submitit_folder"], **init)
     else:
         base = ScriptOnlySlurmExecutor if script_only else SlurmExecutor
-        executor = base(params["submitit_folder"], max_num_timeout=params["max_num_timeout"])
+        executor = base(params["submitit_folder"], **init)
     generic = AutoExecutor._typed_parameters()
     parameters = executor._convert_parameters({key: value for key, value in queue.items() if key in generic})
     parameters.update({key: value for key, value in queue.items() if key not in generic})
