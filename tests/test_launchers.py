@@ -21,7 +21,6 @@ from omegaconf.errors import ValidationError
 from submitit.slurm.slurm import _make_sbatch_string
 
 from ncdepth.cli import CONFIG_DIR
-from ncdepth.cli.submitit_private import make_executor, sbatch_script
 from ncdepth.cli.launcher_checks import (
     DRY_RUN_ENV,
     DRY_RUN_JOBS,
@@ -32,6 +31,7 @@ from ncdepth.cli.launcher_checks import (
     slurm_layout_error,
     swept_layout_error,
 )
+from ncdepth.cli.submitit_private import make_executor, sbatch_script
 
 PROFILE_README = CONFIG_DIR / "local" / "README.md"
 LAUNCH_CHECK = "ncdepth.cli.launcher_checks.LauncherCheck"
