@@ -154,19 +154,24 @@ class SurvivingLaunch:
         states = _final_states([job for *_, job, _, _ in ended])
         for num, overrides, run_dir, job, result, problem in ended:
             _log_outcome(num, overrides, run_dir, job.job_id, states.get(job.job_id, "UNKNOWN"), problem)
-            returns[num] = result or JobReturn(
-                overrides=overrides, status=JobStatus.UNKNOWN, _return_value=None
-            )
+            if result is not None:  # a job without one is accounted for by its run directory
+                returns[num] = result
         return [returns[num] for num in sorted(returns)]
 
 
 def _wait(job: Any) -> tuple[JobReturn | None, str]:
     """Wait for the submitit ``job`` to end, however it ends: its ``JobReturn`` and ``""``, or
-    ``None`` and why it has none (the first line of submitit's error)."""
+    ``None`` and why it has none: ``no result`` (the job was cancelled or killed before writing
+    one), or the last line of the traceback of a job process that failed."""
+    from submitit.core.utils import UncompletedJobError
+
     try:
         return job.results()[0], ""
-    except Exception as error:  # cancelled, killed, out of memory, node lost, a failed job process
-        return None, str(error).splitlines()[0] if str(error) else type(error).__name__
+    except UncompletedJobError:  # cancelled, killed, out of memory, node lost
+        return None, "no result"
+    except Exception as error:  # the job process itself failed: submitit's FailedJobError
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        return None, f"job process failed: {lines[-1] if lines else type(error).__name__}"
 
 
 def _final_states(jobs: Sequence[Any], wait_s: float = 30.0) -> dict[str, str]:
@@ -193,7 +198,7 @@ def _log_outcome(
     where = f"; run {run_dir}" if run_dir is not None else ""
     if problem:
         log.warning(
-            "job #%d (%s) %s %s, no result (%s); its run: %s%s",
+            "job #%d (%s) %s %s, %s; its run: %s%s",
             num,
             label,
             job_id,
