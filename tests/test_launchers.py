@@ -506,3 +506,82 @@ def test_cpu_pool_composes_with_the_joblib_plugin(tmp_path: Path, monkeypatch: p
     launcher = instantiate(compose_with_launcher(tmp_path, "hydra/launcher=cpu_pool").hydra.launcher)
     assert class_name(launcher) == class_name(joblib_launcher.JoblibLauncher)
     assert launcher.joblib["n_jobs"] == 3 and launcher.joblib["prefer"] == "processes"
+
+
+def test_no_wckey_unless_the_profile_sets_one(tmp_path: Path, fake_srun: None) -> None:
+    """submitit's default renders ``--wckey=submitit`` (rejected where wckeys are enforced): the
+    launcher sends none, and ``additional_parameters.wckey`` sets one."""
+    cfg = compose_with_launcher(tmp_path, "hydra/launcher=slurm")
+    assert "wckey" not in sbatch_options(sbatch_script(launcher_params(cfg), 3))
+    assert "wckey" not in sbatch_options(submitted_script(instantiate(cfg.hydra.launcher), 3))
+    cfg = compose_with_launcher(
+        tmp_path, "hydra/launcher=slurm", "+hydra.launcher.additional_parameters.wckey=lab"
+    )
+    assert sbatch_options(sbatch_script(launcher_params(cfg), 3))["wckey"] == "lab"
+
+
+def test_gres_replaces_gpus_per_task_where_the_cluster_lacks_cons_tres(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_srun: None
+) -> None:
+    monkeypatch.setenv("NCDEPTH_SLURM_GPUS_PER_TASK", "null")
+    monkeypatch.setenv("NCDEPTH_SLURM_GRES", "gpu:1")
+    options = sbatch_options(
+        sbatch_script(launcher_params(compose_with_launcher(tmp_path, "hydra/launcher=slurm")), 2)
+    )
+    assert options["gres"] == "gpu:1" and "gpus-per-task" not in options
+
+
+def test_a_missing_data_set_stops_the_sweep_before_submitting(tmp_path: Path, fake_srun: None) -> None:
+    """A CIFAR-10 sweep whose files are not in ``data.data_dir``: one line, exit 2, nothing made
+    (the fake ``sbatch`` fails loudly if called)."""
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ncdepth-train"),
+            "-m",
+            "hydra/launcher=slurm",
+            "data=cifar10",
+            f"data.data_dir={tmp_path / 'empty'}",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "ncdepth-train: error: data.dataset=cifar10: the data set is not"
+    )
+    assert str(tmp_path / "empty") in lines[0] and "cifar-10-batches-py" in lines[0]
+    assert not sweep.exists()
+
+
+def test_a_second_different_sweep_into_a_sweep_dir_is_refused(tmp_path: Path) -> None:
+    """The same sweep again is a relaunch (allowed); another one exits 2 naming the first and
+    changes nothing."""
+    first = run_app(tmp_path, "x=1,4")
+    assert first.returncode == 0, first.stderr[-3000:]
+    sweep = tmp_path / "multirun"
+    before = (sweep / "multirun.yaml").read_bytes()
+    second = run_app(tmp_path, "x=3,4,5")
+    assert second.returncode == 2, second.stderr[-3000:]
+    line = second.stderr.strip().splitlines()
+    assert len(line) == 1 and f"hydra.sweep.dir={sweep} holds another sweep (2 jobs of 'x=1,4')" in line[0]
+    assert (sweep / "multirun.yaml").read_bytes() == before
+    assert run_app(tmp_path, "x=1,4").returncode == 0  # the same sweep: a relaunch
+
+
+def test_sweeps_larger_than_max_array_size_go_as_several_arrays() -> None:
+    from ncdepth.cli.sweep_launcher import chunks, max_array_size
+
+    assert chunks(list(range(9)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
+    assert chunks(list(range(3)), None) == [[0, 1, 2]] and chunks([], 4) == []
+    shown = "Configuration data as of ...\nMaxArraySize            = 1001\nMaxJobCount = 10000\n"
+
+    def fake_scontrol(*args: Any, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(args, 0, stdout=shown)
+
+    if max_array_size(fake_scontrol) is not None:  # scontrol on PATH
+        assert max_array_size(fake_scontrol) == 1001
