@@ -26,11 +26,9 @@ from ncdepth.cli.launcher_checks import (
     DRY_RUN_JOBS,
     DRY_RUN_SCRIPT,
     LauncherCheck,
-    launcher_layout_error,
     launcher_params,
-    slurm_layout_error,
-    swept_layout_error,
 )
+from ncdepth.cli.slurm_layout import launcher_layout_error, slurm_layout_error, swept_layout_error
 from ncdepth.cli.submitit_private import make_executor, sbatch_script
 
 PROFILE_README = CONFIG_DIR / "local" / "README.md"

@@ -50,8 +50,8 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from ncdepth.cli import CONFIG_PATH
-from ncdepth.cli.launcher_checks import slurm_layout_error
 from ncdepth.cli.run_files import log_to_file, save_run_config
+from ncdepth.cli.slurm_layout import slurm_layout_error
 from ncdepth.data import DatasetUnavailableError
 from ncdepth.rundir import (
     CHECKPOINT_DIR,
