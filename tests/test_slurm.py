@@ -148,6 +148,19 @@ def run_dirs(sweep_dir: Path) -> list[str]:
     )
 
 
+LONG = ["trainer.max_epochs=300", "seed=0"]
+"""The time-limit tests' run: about a minute of training, more than one 1-minute attempt."""
+
+
+@pytest.fixture(scope="session")
+def long_reference(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """``metrics.csv`` of the uninterrupted ``LONG`` run."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted_long")
+    command = [str(BIN / "ncdepth-train"), *TINY, *LONG, f"hydra.run.dir={run_dir}"]
+    subprocess.run(command, check=True, capture_output=True, env=env(), timeout=900)
+    return (run_dir / "metrics.csv").read_bytes()
+
+
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], bytes]:
     """``metrics.csv`` of the uninterrupted run of seed ``s`` (``TINY``, this machine, one thread),
@@ -278,9 +291,9 @@ def test_submit_only_returns_at_once_and_arrays_respect_max_array_size(
 
 @pytest.mark.slow
 def test_a_time_limit_reached_requeues_and_resumes_identically(
-    slurm_cluster: None, tmp_path: Path, reference: Callable[[int], bytes]
+    slurm_cluster: None, tmp_path: Path, long_reference: bytes
 ) -> None:
-    """A task whose time limit (1 min) comes before its end: Slurm's USR2 ``signal_delay_s``
+    """A task whose time limit (1 min) comes before its end (``LONG``: about a minute of training): Slurm's USR2 ``signal_delay_s``
     before the limit, a checkpoint, submitit's requeue (a time-out, ``max_num_timeout=3``), as
     often as needed, then the run ends as the uninterrupted one."""
     sweep = tmp_path / "sweep"
@@ -289,37 +302,22 @@ def test_a_time_limit_reached_requeues_and_resumes_identically(
         T_TIMELIMIT,
         "hydra.launcher.timeout_min=1",
         "hydra.launcher.signal_delay_s=40",
-        "trainer.max_epochs=60",
-        "seed=0",
+        *LONG,
     )
     status, output = finish(start(command), timeout=900)
     assert status == 0, output[-4000:]
-    assert_resumed_identically(sweep / "0", reference_long(reference, tmp_path), "SIGUSR2")
-
-
-def reference_long(reference: Callable[[int], bytes], tmp_path: Path) -> bytes:
-    """The uninterrupted 60-epoch run of seed 0 (the time-limit tests' run)."""
-    run_dir = tmp_path / "uninterrupted"
-    command = [
-        str(BIN / "ncdepth-train"),
-        *TINY,
-        "trainer.max_epochs=60",
-        "seed=0",
-        f"hydra.run.dir={run_dir}",
-    ]
-    subprocess.run(command, check=True, capture_output=True, env=env(), timeout=900)
-    return (run_dir / "metrics.csv").read_bytes()
+    assert_resumed_identically(sweep / "0", long_reference, "SIGUSR2")
 
 
 @pytest.mark.slow
 def test_exhausted_time_outs_fail_without_a_traceback_and_a_relaunch_resumes(
-    slurm_cluster: None, tmp_path: Path, reference: Callable[[int], bytes]
+    slurm_cluster: None, tmp_path: Path, long_reference: bytes
 ) -> None:
     """``max_num_timeout=0``: the first time limit ends the job: ``failed: out of requeues (rerun
     to resume)``, no traceback, the sweep's summary, exit 1. The same sweep relaunched with a
     longer time limit (a launcher key: the same sweep) resumes it to the uninterrupted result."""
     sweep = tmp_path / "sweep"
-    overrides = ["hydra.launcher.signal_delay_s=40", "trainer.max_epochs=60", "seed=0"]
+    overrides = ["hydra.launcher.signal_delay_s=40", *LONG]
     limited = ["hydra.launcher.timeout_min=1", "hydra.launcher.max_num_timeout=0"]
     status, output = finish(start(train_command(sweep, T_EXHAUSTED, *limited, *overrides)), timeout=600)
     assert status == 1, output[-4000:]
@@ -331,7 +329,7 @@ def test_exhausted_time_outs_fail_without_a_traceback_and_a_relaunch_resumes(
     status, output = finish(start(train_command(sweep, T_EXHAUSTED, *overrides)), timeout=600)
     assert status == 0, output[-4000:]
     assert run_dirs(sweep) == ["0"]
-    assert_resumed_identically(sweep / "0", reference_long(reference, tmp_path), "SIGUSR2")
+    assert_resumed_identically(sweep / "0", long_reference, "SIGUSR2")
 
 
 @pytest.mark.slow
