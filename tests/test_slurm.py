@@ -148,8 +148,8 @@ def run_dirs(sweep_dir: Path) -> list[str]:
     )
 
 
-LONG = ["trainer.max_epochs=300", "seed=0"]
-"""The time-limit tests' run: about a minute of training, more than one 1-minute attempt."""
+LONG = ["trainer.max_epochs=600", "seed=0"]
+"""The time-limit tests' run: about two minutes of training, more than one 2-minute attempt."""
 
 
 @pytest.fixture(scope="session")
@@ -293,15 +293,15 @@ def test_submit_only_returns_at_once_and_arrays_respect_max_array_size(
 def test_a_time_limit_reached_requeues_and_resumes_identically(
     slurm_cluster: None, tmp_path: Path, long_reference: bytes
 ) -> None:
-    """A task whose time limit (1 min) comes before its end (``LONG``: about a minute of training): Slurm's USR2 ``signal_delay_s``
+    """A task whose time limit (2 min) comes before its end (``LONG``: about two minutes of training): Slurm's USR2 ``signal_delay_s``
     before the limit, a checkpoint, submitit's requeue (a time-out, ``max_num_timeout=3``), as
     often as needed, then the run ends as the uninterrupted one."""
     sweep = tmp_path / "sweep"
     command = train_command(
         sweep,
         T_TIMELIMIT,
-        "hydra.launcher.timeout_min=1",
-        "hydra.launcher.signal_delay_s=40",
+        "hydra.launcher.timeout_min=2",
+        "hydra.launcher.signal_delay_s=60",
         *LONG,
     )
     status, output = finish(start(command), timeout=900)
@@ -317,8 +317,8 @@ def test_exhausted_time_outs_fail_without_a_traceback_and_a_relaunch_resumes(
     to resume)``, no traceback, the sweep's summary, exit 1. The same sweep relaunched with a
     longer time limit (a launcher key: the same sweep) resumes it to the uninterrupted result."""
     sweep = tmp_path / "sweep"
-    overrides = ["hydra.launcher.signal_delay_s=40", *LONG]
-    limited = ["hydra.launcher.timeout_min=1", "hydra.launcher.max_num_timeout=0"]
+    overrides = ["hydra.launcher.signal_delay_s=60", *LONG]
+    limited = ["hydra.launcher.timeout_min=2", "hydra.launcher.max_num_timeout=0"]
     status, output = finish(start(train_command(sweep, T_EXHAUSTED, *limited, *overrides)), timeout=600)
     assert status == 1, output[-4000:]
     assert "Traceback" not in output, output[-4000:]

@@ -79,6 +79,7 @@ from ncdepth.training.config import (
     OptimizerConfig,
     SchedulerConfig,
 )
+from ncdepth.training.loggers import continuing_options
 from ncdepth.training.random_state import RandomStateCheckpoint
 from ncdepth.validation import check_int, check_keys, from_node
 
@@ -134,7 +135,11 @@ def build_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, NCModule, pl.
     extra_callbacks = [_instantiate(node) for node in cfg.callbacks.values()]
     if not trainer_options.get("enable_progress_bar", True):  # trainer.enable_progress_bar=false wins
         extra_callbacks = [callback for callback in extra_callbacks if not isinstance(callback, ProgressBar)]
-    loggers = [_instantiate(node, save_dir=str(run_dir)) for node in cfg.logger.values()]
+    fingerprint = config_fingerprint(OmegaConf.to_container(cfg, resolve=True))
+    loggers = [  # every attempt continues the run's logger run (ncdepth.training.loggers)
+        _instantiate(node, save_dir=str(run_dir), **continuing_options(node, run_dir, fingerprint))
+        for node in cfg.logger.values()
+    ]
     trainer = pl.Trainer(
         **trainer_options,
         callbacks=[
