@@ -44,7 +44,7 @@ fi
 mkdir -p "$conf_dir" /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge /run/mysqld
 cat > "$conf_dir/slurm.conf" <<CONF
 ClusterName=ncdepth
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
 AuthInfo=cred_expire=10

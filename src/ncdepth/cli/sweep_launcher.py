@@ -143,7 +143,7 @@ class SurvivingLaunch:
             log.info(
                 "submitted %d job(s) in %d array(s): %s", len(submitted), len(chunks(pending, size)), ids
             )
-        if submit_only_requested():
+        if self._EXECUTOR == "slurm" and submit_only_requested():  # local jobs die with this process
             print(
                 f"{len(submitted)} job(s) submitted ({SUBMIT_ONLY_ENV}=1), not waited for; "
                 f"follow them with: ncdepth-report {sweep_dir}",
