@@ -7,7 +7,7 @@ NOTEBOOK_STAMP := $(VENV)/.installed-notebook
 # The report directory `make notebook` opens: absolute, or relative to this directory.
 REPORT ?= $(or $(NCDEPTH_REPORT_DIR),multirun/depth/report)
 
-.PHONY: install train test test-slow bench lint notebook wheel clean
+.PHONY: install train test test-slow bench lint notebook wheel clean slurm
 
 install: $(STAMP)
 
@@ -25,6 +25,13 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest tests -m slow $(PYTEST_ARGS)
+
+# A single-node Slurm cluster with accounting on this machine (Debian/Ubuntu, as root, no systemd
+# needed), for the tests marked `slurm`: installs slurm-wlm, slurmdbd, munge and MariaDB, then starts
+# munged, MariaDB, slurmdbd, slurmctld and slurmd. Idempotent; writes /etc/slurm/.
+slurm:
+	scripts/slurm/install.sh
+	scripts/slurm/start.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(ARGS)

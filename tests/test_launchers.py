@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import submitit
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ValidationError
 from submitit.slurm.slurm import _make_sbatch_string
@@ -28,19 +26,15 @@ from ncdepth.cli.launcher_checks import (
     DRY_RUN_JOBS,
     DRY_RUN_SCRIPT,
     LauncherCheck,
-    launcher_layout_error,
     launcher_params,
-    sbatch_script,
-    slurm_layout_error,
-    swept_layout_error,
 )
+from ncdepth.cli.slurm_layout import launcher_layout_error, slurm_layout_error, swept_layout_error
+from ncdepth.cli.submitit_private import make_executor, sbatch_script
 
 PROFILE_README = CONFIG_DIR / "local" / "README.md"
 LAUNCH_CHECK = "ncdepth.cli.launcher_checks.LauncherCheck"
-SUBMITIT_INIT_KEYS = ("submitit_folder", "max_num_timeout")
-"""Launcher params that ``BaseSubmititLauncher.launch`` passes to the executor's constructor."""
-SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
-LOCAL_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
+SLURM_LAUNCHER = "hydra_plugins.ncdepth_sweep_launcher.surviving_launcher.SurvivingSlurmLauncher"
+LOCAL_LAUNCHER = "hydra_plugins.ncdepth_sweep_launcher.surviving_launcher.SurvivingLocalLauncher"
 
 
 def compose_with_launcher(
@@ -72,28 +66,11 @@ def class_name(obj: object) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def slurm_executor(launcher: Any) -> submitit.AutoExecutor:
-    """The executor ``BaseSubmititLauncher.launch`` builds from the launcher's params, without
-    submitting anything."""
-    params = dict(launcher.params)
-    executor = submitit.AutoExecutor(
-        folder=params["submitit_folder"], cluster="slurm", slurm_max_num_timeout=params["max_num_timeout"]
-    )
-    queue_keys = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor.update_parameters(
-        **{
-            key if key in queue_keys else f"slurm_{key}": value
-            for key, value in params.items()
-            if key not in SUBMITIT_INIT_KEYS
-        }
-    )
-    return executor
-
-
 def submitted_script(launcher: Any, num_jobs: int) -> str:
-    """The sbatch script submitit's ``SlurmExecutor`` submits for ``num_jobs`` jobs of ``launcher``
-    (its array path: the executor's parameters plus ``map_count``), without submitting it."""
-    executor = slurm_executor(launcher)._executor
+    """The sbatch script the launcher's executor (built as ``SurvivingLaunch.launch`` builds it)
+    submits for ``num_jobs`` jobs (its array path: the executor's parameters plus ``map_count``),
+    without submitting it."""
+    executor = make_executor(launcher.params, "slurm")
     map_count = {"map_count": num_jobs} if num_jobs > 1 else {}
     return _make_sbatch_string(
         command=executor._submitit_command_str, folder=executor.folder, **executor.parameters, **map_count
@@ -151,7 +128,7 @@ def test_slurm_launcher_writes_the_expected_sbatch_script(
     )
     launcher = instantiate(cfg.hydra.launcher)
     assert class_name(launcher) == SLURM_LAUNCHER
-    assert slurm_executor(launcher)._executor.max_num_timeout == 2
+    assert make_executor(launcher.params, "slurm").max_num_timeout == 2
     script = submitted_script(launcher, 6)
     options = sbatch_options(script)
     expected = {
@@ -188,19 +165,11 @@ def test_a_bad_environment_value_fails_before_anything_is_submitted(
         instantiate(cfg.hydra.launcher)
 
 
-def test_slurm_run_dirs_are_unique_per_task_and_stable_on_requeue(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cfg = compose_with_launcher(tmp_path, "hydra/launcher=slurm")
-    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
-    monkeypatch.setenv("SLURM_JOB_ID", "1007")
-    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "1000")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
-    job_id = submitit.JobEnvironment().job_id  # what the launcher sets as hydra.job.id
-    assert resolved_subdir(cfg, 7, job_id) == "7_1000_7"
-    subdirs = {resolved_subdir(cfg, num, f"{array}_{num}") for array in ("1000", "2000") for num in range(8)}
-    assert len(subdirs) == 16  # two sweeps started in the same second do not collide
-    assert resolved_subdir(cfg, 7, job_id) == resolved_subdir(cfg, 7, "1000_7")  # requeued task
+def test_slurm_run_dirs_are_the_job_number_whatever_the_slurm_job_id(tmp_path: Path) -> None:
+    for choice in ("slurm", "slurm_rehearsal"):
+        cfg = compose_with_launcher(tmp_path, f"hydra/launcher={choice}")
+        assert resolved_subdir(cfg, 7, "1000_7") == "7"
+        assert resolved_subdir(cfg, 7, "2000_3") == "7"  # relaunched into another array: same directory
 
 
 def cluster_profile_from_readme() -> str:
@@ -237,11 +206,12 @@ def test_readme_cluster_profile_selects_slurm_and_wins_over_the_primary_config(
         sets_subdir=True,
     )
     launcher: dict[str, Any] = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert launcher["_target_"] == SLURM_LAUNCHER
     assert launcher["partition"] == "gpu" and launcher["account"] == "my-lab"
-    assert launcher["setup"][0] == "module load cuda/12.4"
+    assert launcher["setup"] == ["export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK"]  # no cuda module
+    assert launcher["gpus_per_task"] == 1 and launcher["gres"] is None
     assert cfg.hydra.sweep.dir.startswith(f"/scratch/{user or 'unknown'}/ncdepth/multirun/")
-    assert resolved_subdir(cfg, 3, "1000_3") == "3_1000_3"
+    assert resolved_subdir(cfg, 3, "1000_3") == "3"  # the launcher's: stable across relaunches
     assert "local" not in cfg  # the profile only touches hydra.*
 
 
@@ -310,9 +280,9 @@ def test_slurm_rehearsal_names_run_dirs_as_slurm_and_reports_progress(tmp_path: 
     sweep = tmp_path / "multirun"
     job_ids = {path.name for path in (sweep / ".submitit").iterdir() if "%" not in path.name}  # not %j
     run_dirs = {path.name: path for path in sweep.iterdir() if path.is_dir() and path.name != ".submitit"}
-    assert sorted(name.split("_", 1)[0] for name in run_dirs) == ["0", "1", "2", "3"]
-    assert {name.split("_", 1)[1] for name in run_dirs} == job_ids  # <num>_<job id>, as under Slurm
-    assert {path.name.split("_")[0]: (path / "x.txt").read_text() for path in run_dirs.values()} == {
+    assert sorted(run_dirs) == ["0", "1", "2", "3"]  # <job num>, as under Slurm
+    assert len(job_ids) == 4
+    assert {path.name: (path / "x.txt").read_text() for path in run_dirs.values()} == {
         "0": "1",
         "1": "2",
         "2": "3",
@@ -320,9 +290,9 @@ def test_slurm_rehearsal_names_run_dirs_as_slurm_and_reports_progress(tmp_path: 
     }
     assert "job #0 (x=1) done (" in output and "job #3 (x=4) finished (" in output
     assert re.search(
-        r"job #1 \(x=2\) FAILED: RuntimeError: x=2 fails on purpose; run \S+/multirun/1_\d+", output
+        r"job #1 \(x=2\) FAILED: RuntimeError: x=2 fails on purpose; run \S+/multirun/1\b", output
     )
-    assert re.search(r"job #2 \(x=3\) FAILED: diverged; run \S+/multirun/2_\d+", output)
+    assert re.search(r"job #2 \(x=3\) FAILED: diverged; run \S+/multirun/2\b", output)
     assert "4/4 jobs ended, 2 failed" in output
 
 
@@ -534,3 +504,82 @@ def test_cpu_pool_composes_with_the_joblib_plugin(tmp_path: Path, monkeypatch: p
     launcher = instantiate(compose_with_launcher(tmp_path, "hydra/launcher=cpu_pool").hydra.launcher)
     assert class_name(launcher) == class_name(joblib_launcher.JoblibLauncher)
     assert launcher.joblib["n_jobs"] == 3 and launcher.joblib["prefer"] == "processes"
+
+
+def test_no_wckey_unless_the_profile_sets_one(tmp_path: Path, fake_srun: None) -> None:
+    """submitit's default renders ``--wckey=submitit`` (rejected where wckeys are enforced): the
+    launcher sends none, and ``additional_parameters.wckey`` sets one."""
+    cfg = compose_with_launcher(tmp_path, "hydra/launcher=slurm")
+    assert "wckey" not in sbatch_options(sbatch_script(launcher_params(cfg), 3))
+    assert "wckey" not in sbatch_options(submitted_script(instantiate(cfg.hydra.launcher), 3))
+    cfg = compose_with_launcher(
+        tmp_path, "hydra/launcher=slurm", "+hydra.launcher.additional_parameters.wckey=lab"
+    )
+    assert sbatch_options(sbatch_script(launcher_params(cfg), 3))["wckey"] == "lab"
+
+
+def test_gres_replaces_gpus_per_task_where_the_cluster_lacks_cons_tres(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_srun: None
+) -> None:
+    monkeypatch.setenv("NCDEPTH_SLURM_GPUS_PER_TASK", "null")
+    monkeypatch.setenv("NCDEPTH_SLURM_GRES", "gpu:1")
+    options = sbatch_options(
+        sbatch_script(launcher_params(compose_with_launcher(tmp_path, "hydra/launcher=slurm")), 2)
+    )
+    assert options["gres"] == "gpu:1" and "gpus-per-task" not in options
+
+
+def test_a_missing_data_set_stops_the_sweep_before_submitting(tmp_path: Path, fake_srun: None) -> None:
+    """A CIFAR-10 sweep whose files are not in ``data.data_dir``: one line, exit 2, nothing made
+    (the fake ``sbatch`` fails loudly if called)."""
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ncdepth-train"),
+            "-m",
+            "hydra/launcher=slurm",
+            "data=cifar10",
+            f"data.data_dir={tmp_path / 'empty'}",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "ncdepth-train: error: data.dataset=cifar10: the data set is not"
+    )
+    assert str(tmp_path / "empty") in lines[0] and "cifar-10-batches-py" in lines[0]
+    assert not sweep.exists()
+
+
+def test_a_second_different_sweep_into_a_sweep_dir_is_refused(tmp_path: Path) -> None:
+    """The same sweep again is a relaunch (allowed); another one exits 2 naming the first and
+    changes nothing."""
+    first = run_app(tmp_path, "x=1,4")
+    assert first.returncode == 0, first.stderr[-3000:]
+    sweep = tmp_path / "multirun"
+    before = (sweep / "multirun.yaml").read_bytes()
+    second = run_app(tmp_path, "x=3,4,5")
+    assert second.returncode == 2, second.stderr[-3000:]
+    line = second.stderr.strip().splitlines()
+    assert len(line) == 1 and f"hydra.sweep.dir={sweep} holds another sweep (2 jobs of 'x=1,4')" in line[0]
+    assert (sweep / "multirun.yaml").read_bytes() == before
+    assert run_app(tmp_path, "x=1,4").returncode == 0  # the same sweep: a relaunch
+
+
+def test_sweeps_larger_than_max_array_size_go_as_several_arrays() -> None:
+    from ncdepth.cli.sweep_launcher import chunks, max_array_size
+
+    assert chunks(list(range(9)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
+    assert chunks(list(range(3)), None) == [[0, 1, 2]] and chunks([], 4) == []
+    shown = "Configuration data as of ...\nMaxArraySize            = 1001\nMaxJobCount = 10000\n"
+
+    def fake_scontrol(*args: Any, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(args, 0, stdout=shown)
+
+    if max_array_size(fake_scontrol) is not None:  # scontrol on PATH
+        assert max_array_size(fake_scontrol) == 1001

@@ -6,7 +6,7 @@ Every writer (``ncdepth-train``, ``ncdepth-ufm``, ``ncdepth-kernels``) and every
 ==========================  ==========================================================================
 ``.hydra/config.yaml``      the composed config (``overrides.yaml``, ``hydra.yaml`` beside it); an
                             allowed change on resume keeps the earlier files in ``.hydra/history/N/``
-``status.json``             ``state`` (``running`` / ``finished`` / ``failed``), ``reason``, ``host``,
+``status.json``             ``state`` (``running`` / ``finished`` / ``failed`` / ``requeued``), ``reason``, ``host``,
                             ``pid``, ``started``, ``ended``, ``fingerprint``, ``attempts``, ``config``
 ``metrics.csv``             tidy rows ``epoch,split,layer,metric,value``, ``\\n`` line endings
 ``summary.json``            the final results (written once training ends)
@@ -76,7 +76,9 @@ UFM_TRACE_COLUMNS = ("step", "metric", "value")
 UFM_LOG = "ufm.log"
 
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
-STATES = (RUNNING, FINISHED, FAILED)
+REQUEUED = "requeued"
+"""Stopped by a signal after a checkpoint and handed to the scheduler, which starts it again."""
+STATES = (RUNNING, FINISHED, FAILED, REQUEUED)
 
 RESUMABLE_KEYS = (
     "trainer.max_epochs",
@@ -185,6 +187,17 @@ def write_status(run_dir: str | Path, state: str, reason: str = "", **fields: An
 
 
 _OWN_FIELDS = ("state", "reason", "host", "pid", "started", "ended")
+
+
+def job_outcome(run_dir: str | Path) -> str:
+    """How the run in ``run_dir`` ended, in words, from its ``status.json`` alone: ``finished``,
+    ``failed: <reason>``, ``requeued: <reason>``, ``running`` (no process may hold it any more:
+    the job was killed) or ``no status.json``."""
+    status = read_status(run_dir)
+    if status is None:
+        return f"no {STATUS_FILE}"
+    state, reason = str(status.get("state")), str(status.get("reason") or "")
+    return f"{state}: {reason}" if reason and state != FINISHED else state
 
 
 def _timestamp() -> str:

@@ -1,47 +1,43 @@
-"""Multiruns through submitit (``hydra/launcher=slurm``, ``slurm_ddp``, ``slurm_rehearsal``): checks
-made before anything is submitted, the Slurm dry run, progress while the jobs run, and the rule that
-ties a Lightning DDP run to its Slurm layout.
+"""Checks of a multirun made before anything is submitted, and the Slurm dry run.
 
-Under Slurm, Lightning runs one process per Slurm task: ``trainer.devices`` must equal the tasks per
-node and ``trainer.num_nodes`` (default 1) the number of nodes. ``hydra/launcher=slurm_ddp`` derives
-the launcher's ``tasks_per_node``, ``gpus_per_node`` and ``nodes`` from those two keys, so they
-cannot disagree; :func:`launcher_layout_error` (before submitting) and :func:`slurm_layout_error`
-(inside the job, from its Slurm environment) refuse a layout that disagrees anyway.
+:class:`LauncherCheck` is the Hydra callback (``hydra.callbacks`` of ``ncdepth/conf/train.yaml``)
+that runs them in the launching process of a multirun (``on_multirun_start``, before the sweeper
+makes the sweep directory or the launcher submits anything):
 
-:class:`LauncherCheck` is the Hydra callback (``hydra.callbacks`` of ``ncdepth/conf/train.yaml``) that runs all
-of it in the launching process of a multirun (``on_multirun_start``, before the sweeper makes the
-sweep directory or the launcher submits anything):
-
-* for a Slurm launcher: exit 2 with one ``<program>: error: ...`` line on stderr when the layout
-  disagrees with the trainer, when ``trainer.devices`` / ``trainer.num_nodes`` vary between the
-  jobs, or when ``sbatch`` / ``srun`` are not on ``PATH`` (saying what to use instead);
+* for any launcher: exit 2 with one ``<program>: error: ...`` line on stderr when the sweep
+  directory holds another sweep (:func:`another_sweep_error`);
+* for a Slurm launcher: the same when the layout disagrees with the trainer or varies between the
+  jobs (:mod:`ncdepth.cli.slurm_layout`), when ``sbatch`` / ``srun`` are not on ``PATH`` (saying
+  what to use instead), or when the sweep's data set is missing here (:func:`missing_dataset_error`);
 * with ``NCDEPTH_SLURM_DRY_RUN=1``: write the sweep's sbatch script, rendered by submitit's own code,
   to ``<sweep dir>/slurm_dry_run.sbatch`` (and the job of each array index to
   ``slurm_dry_run_jobs.txt``), print its path and exit 0 without submitting;
-* for any submitit launcher (Slurm or the local rehearsal): report each job that ends (number,
-  overrides, outcome, log of a failure) and, while jobs run, how many have ended.
+* for any submitit launcher (Slurm or the local rehearsal): start a
+  :class:`~ncdepth.cli.sweep_progress.SweepProgress`, stopped by ``on_multirun_end``.
+
+The launchers themselves are in :mod:`ncdepth.cli.sweep_launcher`; every use of submitit's private
+API is in :mod:`ncdepth.cli.submitit_private`.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import shutil
 import sys
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ncdepth.report.collect import job_batches
-from ncdepth.rundir import FINISHED, read_status
+from ncdepth.cli.slurm_layout import launcher_layout_error, swept_layout_error
+from ncdepth.cli.submitit_private import SUBMITIT_LAUNCHERS, sbatch_script, submitit_job_folder
+from ncdepth.cli.sweep_launcher import submit_only_requested
+from ncdepth.cli.sweep_progress import PROGRESS_EVERY_S, SweepProgress
+from ncdepth.report.collect import MULTIRUN_FILE, job_batches, sweep_jobs
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +49,13 @@ DRY_RUN_JOBS = "slurm_dry_run_jobs.txt"
 """The dry run's job list, in the sweep directory: ``<array index = job num>\\t<overrides>`` a line."""
 SLURM_COMMANDS = ("sbatch", "srun")
 """What submitit runs to submit a job (``sbatch``) and to start its tasks (``srun``)."""
-LAYOUT_KEYS = ("trainer.devices", "trainer.num_nodes")
-"""The trainer keys that fix a run's Slurm layout (tasks per node, nodes)."""
-SUBMITIT_INIT_KEYS = ("submitit_folder", "max_num_timeout")
-"""Launcher params that hydra-submitit-launcher passes to the executor's constructor."""
-SUBMITIT_LAUNCHERS = "hydra_plugins.hydra_submitit_launcher.submitit_launcher."
-"""The module of hydra-submitit-launcher's launchers (``SlurmLauncher``, ``LocalLauncher``)."""
-PROGRESS_EVERY_S = {"SlurmLauncher": (15.0, 300.0), "LocalLauncher": (1.0, 15.0)}
-"""Per submitit launcher: seconds between two looks for ended jobs, and between two progress lines
-while no job ends."""
-UNREADABLE_AFTER = 3
-"""Looks after which a result that cannot be read is reported as such (counted as failed)."""
+SUBMITIT_LAUNCHER_KINDS = {
+    "hydra_plugins.ncdepth_sweep_launcher.surviving_launcher.SurvivingSlurmLauncher": "SlurmLauncher",
+    "hydra_plugins.ncdepth_sweep_launcher.surviving_launcher.SurvivingLocalLauncher": "LocalLauncher",
+    f"{SUBMITIT_LAUNCHERS}SlurmLauncher": "SlurmLauncher",
+    f"{SUBMITIT_LAUNCHERS}LocalLauncher": "LocalLauncher",
+}
+"""The launchers of ``hydra.launcher._target_`` that go through submitit, and their kind."""
 _FALSE, _TRUE = ("", "0", "false", "no"), ("1", "true", "yes")
 
 
@@ -104,136 +96,10 @@ def slurm_commands_error(
     )
 
 
-def device_count(devices: Any) -> int | None:
-    """How many devices per node Lightning's ``devices`` asks for: an int ``n >= 0``, a string of
-    digits, a list of device indices or a comma-separated string of them; ``None`` for ``auto`` and
-    ``-1`` (every visible device: not known before the run) and for anything else."""
-    if isinstance(devices, bool):
-        return None
-    if isinstance(devices, int):
-        return devices if devices >= 0 else None
-    if isinstance(devices, str):
-        text = devices.strip()
-        if "," in text:
-            return len([part for part in text.split(",") if part.strip()])
-        return int(text) if text.isdigit() else None
-    if isinstance(devices, Sequence):
-        return len(devices)
-    return None
-
-
-def _layout_error(
-    trainer_cfg: Mapping[str, Any],
-    tasks_per_node: int | None,
-    nodes: int | None,
-    tasks_key: str,
-    nodes_key: str,
-) -> str | None:
-    """How ``trainer.devices`` / ``trainer.num_nodes`` disagree with a Slurm layout of
-    ``tasks_per_node`` tasks on each of ``nodes`` nodes (named ``tasks_key``, ``nodes_key``), or
-    ``None`` (also for a value that is not known: ``None``, ``devices: auto``)."""
-    problems = []
-    devices = trainer_cfg.get("devices", 1)
-    count = device_count(devices)
-    if count is not None and tasks_per_node is not None and count != tasks_per_node:
-        problems.append(f"trainer.devices={devices} but {tasks_key}={tasks_per_node}")
-    num_nodes = trainer_cfg.get("num_nodes", 1)
-    if nodes is not None and num_nodes != nodes:
-        problems.append(f"trainer.num_nodes={num_nodes} but {nodes_key}={nodes}")
-    if not problems:
-        return None
-    return (
-        f"{'; '.join(problems)}: under Slurm, Lightning runs one process per Slurm task, so "
-        "trainer.devices must equal the tasks per node and trainer.num_nodes (default 1) the number "
-        "of nodes; use hydra/launcher=slurm_ddp, which takes both from the trainer"
-    )
-
-
-def _slurm_int(environ: Mapping[str, str], name: str) -> int | None:
-    """``environ[name]`` as an int; ``None`` when unset or not a plain integer."""
-    value = environ.get(name, "").strip()
-    return int(value) if value.isdigit() else None
-
-
-def _slurm_tasks_per_node(environ: Mapping[str, str]) -> tuple[int | None, str]:
-    """Tasks per node of the Slurm job and where that comes from: ``SLURM_NTASKS_PER_NODE``; else a
-    uniform ``SLURM_TASKS_PER_NODE`` (``4`` or ``4(x2)``); else ``SLURM_NTASKS / SLURM_NNODES``."""
-    per_node = _slurm_int(environ, "SLURM_NTASKS_PER_NODE")
-    if per_node is not None:
-        return per_node, "SLURM_NTASKS_PER_NODE"
-    listed = environ.get("SLURM_TASKS_PER_NODE", "")
-    if "," not in listed and listed.split("(x")[0].isdigit():
-        return int(listed.split("(x")[0]), "SLURM_TASKS_PER_NODE"
-    ntasks, nnodes = _slurm_int(environ, "SLURM_NTASKS"), _slurm_int(environ, "SLURM_NNODES")
-    if ntasks is not None and nnodes and ntasks % nnodes == 0:
-        return ntasks // nnodes, "SLURM_NTASKS/SLURM_NNODES"
-    return None, ""
-
-
-def slurm_layout_error(trainer_cfg: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
-    """Inside a Slurm job whose tasks Lightning takes as its processes (``SLURM_JOB_ID`` and
-    ``SLURM_NTASKS`` set, job name not ``bash`` / ``interactive``: Lightning's own test), a message
-    naming ``trainer.devices`` / ``trainer.num_nodes`` (default 1) and the Slurm variable each
-    disagrees with (tasks per node: ``SLURM_NTASKS_PER_NODE``, else derived from
-    ``SLURM_TASKS_PER_NODE`` or ``SLURM_NTASKS / SLURM_NNODES``; nodes: ``SLURM_NNODES``, else
-    ``SLURM_JOB_NUM_NODES``). ``None`` when they agree, outside such a job, or for a value not known
-    before the run (``devices: auto`` or ``-1``). Pure: reads only its arguments."""
-    if "SLURM_JOB_ID" not in environ or "SLURM_NTASKS" not in environ:
-        return None
-    if environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
-        return None
-    tasks_per_node, source = _slurm_tasks_per_node(environ)
-    nodes_source = "SLURM_NNODES" if "SLURM_NNODES" in environ else "SLURM_JOB_NUM_NODES"
-    return _layout_error(
-        trainer_cfg,
-        tasks_per_node,
-        _slurm_int(environ, nodes_source),
-        tasks_key=f"this Slurm job's {source}",
-        nodes_key=f"this Slurm job's {nodes_source}",
-    )
-
-
-def launcher_layout_error(launcher_cfg: Mapping[str, Any], trainer_cfg: Mapping[str, Any]) -> str | None:
-    """A message naming the keys when a Slurm launcher's ``tasks_per_node`` / ``nodes`` (default 1)
-    disagree with ``trainer.devices`` / ``trainer.num_nodes`` (default 1), else ``None``."""
-    return _layout_error(
-        trainer_cfg,
-        launcher_cfg.get("tasks_per_node", 1),
-        launcher_cfg.get("nodes", 1),
-        tasks_key="hydra.launcher.tasks_per_node",
-        nodes_key="hydra.launcher.nodes",
-    )
-
-
-def swept_layout_error(task_overrides: Sequence[str], sweeper_params: Mapping[str, Any]) -> str | None:
-    """A message when the jobs of a Slurm multirun would not share ``trainer.devices`` /
-    ``trainer.num_nodes``: a sweep of either among the command-line overrides, or either in
-    ``hydra.sweeper.params`` (applied to each job, never to the base config). submitit reads the
-    launcher's layout once, from the base config, for every job of the sweep."""
-    parser = OverridesParser.create()
-    varying = [
-        override.input_line
-        for override in parser.parse_overrides(list(task_overrides))
-        if override.key_or_group in LAYOUT_KEYS and override.is_sweep_override()
-    ]
-    varying += [
-        f"hydra.sweeper.params['{key}']" for key in sweeper_params if str(key).lstrip("+~") in LAYOUT_KEYS
-    ]
-    if not varying:
-        return None
-    return (
-        f"{', '.join(varying)}: the Slurm launcher takes the tasks per node and the nodes of every "
-        f"job from the sweep's base config, so {' and '.join(LAYOUT_KEYS)} must not vary between jobs; "
-        "set them once on the command line (one sweep per layout)"
-    )
-
-
 def launcher_kind(config: DictConfig) -> str | None:
     """``SlurmLauncher`` or ``LocalLauncher`` for hydra-submitit-launcher's launchers (the ``slurm*``
     and ``slurm_rehearsal`` configs), else ``None``."""
-    target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
-    kind = target.removeprefix(SUBMITIT_LAUNCHERS)
-    return kind if target.startswith(SUBMITIT_LAUNCHERS) and kind in PROGRESS_EVERY_S else None
+    return SUBMITIT_LAUNCHER_KINDS.get(str(OmegaConf.select(config, "hydra.launcher._target_", default="")))
 
 
 def slurm_launch_error(
@@ -248,6 +114,7 @@ def slurm_launch_error(
     choice = str(config.hydra.runtime.choices.get("hydra/launcher", "slurm"))
     try:
         dry_run = dry_run_requested(environ)
+        submit_only_requested(environ)
     except ValueError as error:
         return str(error)
     if isinstance(config.get("trainer"), DictConfig):
@@ -270,6 +137,50 @@ def slurm_launch_error(
     return None if dry_run else slurm_commands_error(choice, which)
 
 
+def another_sweep_error(config: DictConfig) -> str | None:
+    """Why the multirun of ``config`` must not go into its sweep directory: the directory holds
+    another sweep (its ``multirun.yaml`` expands to other jobs), whose jobs would share run
+    directories and accounting with this one's. ``None`` for a new sweep directory, the same
+    sweep again (a relaunch, which resumes it), or sweeps whose jobs are known only when they run."""
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    if not (sweep_dir / MULTIRUN_FILE).is_file():
+        return None
+    try:
+        earlier = sweep_jobs(sweep_dir)
+        jobs = [job for batch in job_batches(config) for job in batch]
+    except ValueError:
+        return None
+    if earlier == jobs:
+        return None
+    first = OmegaConf.select(OmegaConf.load(sweep_dir / MULTIRUN_FILE), "hydra.overrides.task", default=[])
+    return (
+        f"hydra.sweep.dir={sweep_dir} holds another sweep ({len(earlier)} jobs of "
+        f"'{' '.join(map(str, first or [])) or 'no overrides'}'), and this one ({len(jobs)} jobs) would "
+        "mix with it: choose another hydra.sweep.dir, or rerun that sweep's own command to resume it"
+    )
+
+
+def missing_dataset_error(config: DictConfig) -> str | None:
+    """Before a Slurm sweep is submitted: the files the sweep's data set (``data.dataset`` of the
+    base config, a torchvision data set, ``data.download=false``) needs but ``data.data_dir``
+    lacks on this machine, or ``None`` (also for embedded data sets and configs without ``data``).
+    Jobs find the data where the submitting process does when both see the same file system."""
+    from ncdepth.data.torchvision_datasets import SOURCES
+
+    name = OmegaConf.select(config, "data.dataset", default=None)
+    if name not in SOURCES or OmegaConf.select(config, "data.download", default=False):
+        return None
+    data_dir = Path(str(OmegaConf.select(config, "data.data_dir", default="data")))
+    missing = [file for file in SOURCES[name].expected_files if not (data_dir / file).exists()]
+    if not missing:
+        return None
+    return (
+        f"data.dataset={name}: the data set is not in data.data_dir={data_dir.resolve()} (missing "
+        f'{", ".join(missing)}), so every job would fail; put it there (README, "Full scale") or set '
+        "data.data_dir (NCDEPTH_DATA) to where it is, then submit"
+    )
+
+
 def _omegaconf_message(error: OmegaConfBaseException) -> str:
     """OmegaConf's message on one line, with the key it is about."""
     key = getattr(error, "full_key", None)
@@ -283,33 +194,6 @@ def launcher_params(config: DictConfig) -> dict[str, Any]:
     assert isinstance(params, dict)
     params.pop("_target_", None)
     return params
-
-
-def sbatch_script(params: Mapping[str, Any], num_jobs: int) -> str:
-    """The sbatch script that hydra-submitit-launcher's Slurm launcher, built with ``params``,
-    submits for ``num_jobs`` jobs (one job array when ``num_jobs > 1``), rendered by submitit's own
-    ``SlurmExecutor`` from the parameters that ``AutoExecutor`` would give it. Needs neither
-    ``srun`` nor ``sbatch``; writes nothing."""
-    from submitit import AutoExecutor
-    from submitit.slurm.slurm import SlurmExecutor
-
-    class ScriptOnlySlurmExecutor(SlurmExecutor):
-        """submitit's Slurm executor, only ever asked for its script: no ``srun`` needed."""
-
-        @classmethod
-        def affinity(cls) -> int:
-            return 1
-
-    executor = ScriptOnlySlurmExecutor(params["submitit_folder"], max_num_timeout=params["max_num_timeout"])
-    queue = {key: value for key, value in params.items() if key not in SUBMITIT_INIT_KEYS}
-    queue = {key: value for key, value in queue.items() if value is not None}  # AutoExecutor: None = unset
-    generic = AutoExecutor._typed_parameters()
-    parameters = executor._convert_parameters({key: value for key, value in queue.items() if key in generic})
-    parameters.update({key: value for key, value in queue.items() if key not in generic})
-    executor.update_parameters(**parameters)
-    if num_jobs > 1:
-        executor.parameters["map_count"] = num_jobs
-    return executor._make_submission_file_text(executor._submitit_command_str, "dry-run")
 
 
 def write_dry_run(config: DictConfig) -> Path:
@@ -338,99 +222,6 @@ def write_dry_run(config: DictConfig) -> Path:
     return script
 
 
-class SweepProgress:
-    """Reports, in the launching process, the jobs of a submitit multirun that end: for each, its
-    number, overrides and outcome (a failure with its reason and where to look: :func:`_ended_job`)
-    and how many have ended and failed; every ``heartbeat_s`` seconds without news, the counts
-    again. It reads what submitit writes under ``submitit_dir`` (``<job id>/<job id>_0_result.pkl``,
-    written atomically once the job's first task has ended) every ``poll_s`` seconds, in a daemon
-    thread (:meth:`start`, :meth:`stop`) or by hand (:meth:`poll`)."""
-
-    def __init__(self, submitit_dir: Path, total: int | None, poll_s: float, heartbeat_s: float) -> None:
-        self.submitit_dir = submitit_dir
-        self.total = total
-        self.poll_s = poll_s
-        self.heartbeat_s = heartbeat_s
-        self.ended: dict[Path, bool] = {}  # result pickle -> failed
-        self._unreadable: dict[Path, int] = {}  # result pickle -> failed reads
-        self._start = self._last_news = time.monotonic()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def poll(self) -> None:
-        """Report every job that has ended since the last call, or a heartbeat when due."""
-        for result in sorted(self.submitit_dir.glob("*/*_0_result.pkl")):
-            if result in self.ended:
-                continue
-            try:
-                label, outcome, failed = _ended_job(result)
-            except Exception as error:  # look again next time, then say so
-                self._unreadable[result] = self._unreadable.get(result, 0) + 1
-                if self._unreadable[result] < UNREADABLE_AFTER:
-                    continue
-                label, failed = f"(submitit result {result})", True
-                outcome = f"ended, but its result cannot be read: {type(error).__name__}: {error}"
-            self.ended[result] = failed
-            self._last_news = time.monotonic()
-            log.info("job %s %s (%s, %.0f s)", label, outcome, self._count(), self._last_news - self._start)
-        if time.monotonic() - self._last_news >= self.heartbeat_s:
-            self._last_news = time.monotonic()
-            waiting = "" if self.total is None else f", {self.total - len(self.ended)} running or queued"
-            log.info("%s%s, %.0f s since launch", self._count(), waiting, self._last_news - self._start)
-
-    def _count(self) -> str:
-        total = "" if self.total is None else f"/{self.total}"
-        return f"{len(self.ended)}{total} jobs ended, {sum(self.ended.values())} failed"
-
-    def start(self) -> None:
-        """Poll in a daemon thread until :meth:`stop`, which also runs at exit (a multirun that
-        raises, on a failed job, never reaches ``on_multirun_end``)."""
-        self._thread = threading.Thread(target=self._run, name="ncdepth-sweep-progress", daemon=True)
-        self._thread.start()
-        atexit.register(self.stop)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            self.poll()
-
-    def stop(self) -> None:
-        """Stop the thread and report the jobs that ended since its last look."""
-        atexit.unregister(self.stop)
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.poll()
-
-
-def _ended_job(result: Path) -> tuple[str, str, bool]:
-    """``(label, outcome, failed)`` of the job whose first task wrote the submitit result ``result``:
-    label ``#<job num> (<overrides>)``; outcome ``finished`` / ``done`` (a run directory with no
-    ``status.json``), or why it failed and where to look: the traceback's last line and submitit's
-    log when the job process failed, the exception and run directory when the task raised, the
-    state and reason of ``status.json`` when the run recorded its failure and returned."""
-    from hydra.core.utils import JobStatus, filter_overrides
-    from submitit.core.utils import pickle_load
-
-    job_id = result.name.removesuffix("_0_result.pkl")
-    log_file = result.with_name(f"{job_id}_0_log.err")
-    outcome, value = pickle_load(result)
-    if outcome != "success":  # submitit's own failure: the traceback as text
-        last_line = next((line for line in reversed(str(value).splitlines()) if line.strip()), "?")
-        return f"(submitit job {job_id})", f"FAILED: {last_line.strip()}; log {log_file}", True
-    overrides = " ".join(filter_overrides(value.overrides or []))
-    label = f"#{value.hydra_cfg.hydra.job.num} ({overrides or 'no overrides'})"
-    run_dir = value.hydra_cfg.hydra.runtime.output_dir
-    if value.status != JobStatus.COMPLETED:
-        error = value._return_value
-        return label, f"FAILED: {type(error).__name__}: {error}; run {run_dir}", True
-    status = read_status(run_dir)
-    if status is None:
-        return label, "done", False
-    if status.get("state") == FINISHED:
-        return label, FINISHED, False
-    return label, f"{str(status.get('state')).upper()}: {status.get('reason', '')}; run {run_dir}", True
-
-
 class LauncherCheck(Callback):
     """Hydra callback for multiruns through submitit. ``on_multirun_start`` (launching process, before
     the sweep directory is made): for a Slurm launcher, :func:`slurm_launch_error` -> one
@@ -446,10 +237,15 @@ class LauncherCheck(Callback):
         return {**self.__dict__, "_progress": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        error = another_sweep_error(config)
+        if error is not None:
+            exit_with_error(error)
         kind = launcher_kind(config)
         if kind is None:
             return
         error = slurm_launch_error(config, os.environ, shutil.which)
+        if error is None and kind == "SlurmLauncher" and not dry_run_requested(os.environ):
+            error = missing_dataset_error(config)
         if error is not None:
             exit_with_error(error)
         if kind == "SlurmLauncher" and dry_run_requested(os.environ):
@@ -462,14 +258,12 @@ class LauncherCheck(Callback):
             print(f"{program_name()}: dry run ({DRY_RUN_ENV}=1), nothing submitted; sbatch script:")
             print(script, flush=True)
             raise SystemExit(0)
-        from submitit.core.utils import JobPaths
-
         try:
             batches = job_batches(config)
         except ValueError:  # e.g. a glob sweep, which needs the config loader: the total stays unknown
             batches = None
         poll_s, heartbeat_s = PROGRESS_EVERY_S[kind]
-        submitit_dir = JobPaths.get_first_id_independent_folder(str(config.hydra.launcher.submitit_folder))
+        submitit_dir = submitit_job_folder(str(config.hydra.launcher.submitit_folder))
         self._progress = SweepProgress(
             submitit_dir, sum(map(len, batches)) if batches else None, poll_s, heartbeat_s
         )

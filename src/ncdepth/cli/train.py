@@ -50,14 +50,15 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from ncdepth.cli import CONFIG_PATH
-from ncdepth.cli.launcher_checks import slurm_layout_error
 from ncdepth.cli.run_files import log_to_file, save_run_config
+from ncdepth.cli.slurm_layout import slurm_layout_error
 from ncdepth.data import DatasetUnavailableError
 from ncdepth.rundir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     FAILED,
     FINISHED,
+    REQUEUED,
     RESUMABLE_KEYS,
     RUN_LOG,
     RUNNING,
@@ -78,6 +79,7 @@ from ncdepth.training.config import (
     OptimizerConfig,
     SchedulerConfig,
 )
+from ncdepth.training.loggers import continuing_options
 from ncdepth.training.random_state import RandomStateCheckpoint
 from ncdepth.validation import check_int, check_keys, from_node
 
@@ -133,7 +135,11 @@ def build_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, NCModule, pl.
     extra_callbacks = [_instantiate(node) for node in cfg.callbacks.values()]
     if not trainer_options.get("enable_progress_bar", True):  # trainer.enable_progress_bar=false wins
         extra_callbacks = [callback for callback in extra_callbacks if not isinstance(callback, ProgressBar)]
-    loggers = [_instantiate(node, save_dir=str(run_dir)) for node in cfg.logger.values()]
+    fingerprint = config_fingerprint(OmegaConf.to_container(cfg, resolve=True))
+    loggers = [  # every attempt continues the run's logger run (ncdepth.training.loggers)
+        _instantiate(node, save_dir=str(run_dir), **continuing_options(node, run_dir, fingerprint))
+        for node in cfg.logger.values()
+    ]
     trainer = pl.Trainer(
         **trainer_options,
         callbacks=[
@@ -256,6 +262,14 @@ def _train(
         except BaseException as error:  # the traceback goes to train.log; the reason to status.json
             if checkpointing.stopped_by is not None:  # a preemption: submitit's exit or ours
                 signame = signal.Signals(checkpointing.stopped_by).name
+                if checkpointing.handed_over:  # submitit requeued the task: Slurm starts it again
+                    write_status(run_dir, REQUEUED, f"stopped by {signame} after a checkpoint: requeued")
+                    raise
+                if checkpointing.refused is not None:  # nothing will requeue it: a failure, no traceback
+                    _record_failure(run_dir, f"out of requeues (rerun to resume): {checkpointing.refused}")
+                    if multirun:
+                        return
+                    raise
                 _record_failure(run_dir, f"stopped by {signame} after a checkpoint: resumes when rerun")
                 raise
             log.exception("training failed")

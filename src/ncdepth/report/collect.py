@@ -59,6 +59,7 @@ from ncdepth.rundir import (
     METRIC_COLUMNS,
     METRICS_FILE,
     OVERRIDES_FILE,
+    REQUEUED,
     RUNNING,
     STATUS_FILE,
     SUMMARY_FILE,
@@ -69,7 +70,7 @@ from ncdepth.rundir import (
 
 INTERRUPTED = "interrupted"
 NOT_STARTED = "not started"
-STATUSES = (FINISHED, FAILED, RUNNING, INTERRUPTED, NOT_STARTED)
+STATUSES = (FINISHED, FAILED, RUNNING, REQUEUED, INTERRUPTED, NOT_STARTED)
 """Every status a job can have (module docstring), in the order the counts are printed."""
 MULTIRUN_FILE = "multirun.yaml"
 BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
@@ -136,10 +137,11 @@ class Sweep:
         return [key for key in self.varying_keys if key != SEED_KEY]
 
     def counts(self) -> str:
-        """``"N jobs in DIR: a finished, b failed, c running, d interrupted, e not started"``."""
+        """``"N jobs in DIR: a finished, b failed, c running, d interrupted, e not started"``, with
+        ``r requeued`` after ``running`` when a job waits for its requeue."""
         counts = Counter(run.status for run in self.runs)
         return f"{len(self.runs)} jobs in {self.directory}: " + ", ".join(
-            f"{counts[status]} {status}" for status in STATUSES
+            f"{counts[status]} {status}" for status in STATUSES if status != REQUEUED or counts[status]
         )
 
     def describe(self, run: Run) -> str:
@@ -353,6 +355,8 @@ def _classify(
         return FAILED, str(status.get("reason") or "") or log_error(*logs) or "no reason recorded"
     if state == RUNNING:
         return _running_or_interrupted(path, metrics, "")
+    if state == REQUEUED:  # waiting in the queue for Slurm to start it again
+        return REQUEUED, str(status.get("reason") or "")
     error = log_error(*logs)  # no status.json: older runs, ncdepth-ufm, ncdepth-kernels
     if metrics is None or error is not None:
         return FAILED, "; ".join(text for text in (metrics_problem, error) if text)

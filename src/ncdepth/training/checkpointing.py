@@ -18,8 +18,10 @@ records the signal; the checkpoint is written at the next training batch end, or
 the epoch's analysis, where the training state is consistent. Then the handler that was installed
 before training started is called: under submitit that is submitit's own, which requeues the task
 and exits, so submitit owns the requeue (Lightning's Slurm requeue is switched off by
-``ncdepth-train``). Otherwise the run stops with :class:`RunInterrupted` (exit status
-``128 + signal``).
+``ncdepth-train``): :attr:`RunCheckpoint.handed_over`. When that handler raises instead (submitit
+out of requeues after ``max_num_timeout`` time-outs), the error is kept in
+:attr:`RunCheckpoint.refused` and the run stops with :class:`RunInterrupted`, as it does when no
+earlier handler was installed (exit status ``128 + signal``).
 
 **What a resume guarantees.** From an end-of-epoch checkpoint, the resumed run computes exactly
 what the uninterrupted run computes (same device and process count): weights, optimizer,
@@ -78,6 +80,11 @@ class RunCheckpoint(Checkpoint):
         self._previous_handlers: dict[int, Any] = {}
         self.stopped_by: int | None = None
         """The signal that stopped training after a checkpoint, if one did."""
+        self.handed_over = False
+        """Whether the earlier handler took the stop over (it exited: submitit requeued the task)."""
+        self.refused: str | None = None
+        """Why the earlier handler would not take the stop over (it raised: submitit is out of
+        requeues), if it would not."""
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -170,7 +177,14 @@ class RunCheckpoint(Checkpoint):
         self.stopped_by = signum
         previous = self._previous_handlers.get(signum)
         if callable(previous):  # e.g. submitit's: requeues the task, then exits
-            previous(signum, None)
+            try:
+                previous(signum, None)
+            except SystemExit:
+                self.handed_over = True
+                raise
+            except Exception as error:  # submitit: "Job not requeued because: timed-out too many times."
+                self.refused = " ".join(str(error).split()) or type(error).__name__
+                raise RunInterrupted(signum) from None
         raise RunInterrupted(signum)
 
 
