@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ncdepth.report.collect import job_batches
-from ncdepth.rundir import FINISHED, read_status
+from ncdepth.rundir import FINISHED, classify
 
 log = logging.getLogger(__name__)
 
@@ -404,10 +404,10 @@ class SweepProgress:
 
 def _ended_job(result: Path) -> tuple[str, str, bool]:
     """``(label, outcome, failed)`` of the job whose first task wrote the submitit result ``result``:
-    label ``#<job num> (<overrides>)``; outcome ``finished`` / ``done`` (a run directory with no
-    ``status.json``), or why it failed and where to look: the traceback's last line and submitit's
-    log when the job process failed, the exception and run directory when the task raised, the
-    state and reason of ``status.json`` when the run recorded its failure and returned."""
+    label ``#<job num> (<overrides>)``; outcome ``finished``, or why it failed and where to look:
+    the traceback's last line and submitit's log when the job process failed, the exception and run
+    directory when the task raised, the state and reason :func:`ncdepth.rundir.classify` gives the
+    run directory otherwise."""
     from hydra.core.utils import JobStatus, filter_overrides
     from submitit.core.utils import pickle_load
 
@@ -423,12 +423,10 @@ def _ended_job(result: Path) -> tuple[str, str, bool]:
     if value.status != JobStatus.COMPLETED:
         error = value._return_value
         return label, f"FAILED: {type(error).__name__}: {error}; run {run_dir}", True
-    status = read_status(run_dir)
-    if status is None:
-        return label, "done", False
-    if status.get("state") == FINISHED:
+    state, reason = classify(run_dir)
+    if state == FINISHED:
         return label, FINISHED, False
-    return label, f"{str(status.get('state')).upper()}: {status.get('reason', '')}; run {run_dir}", True
+    return label, f"{state.upper()}: {reason}; run {run_dir}", True
 
 
 class LauncherCheck(Callback):
