@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ncdepth.report.collect import job_batches
-from ncdepth.rundir import FINISHED, classify
+from ncdepth.rundir import FINISHED, classify, read_status
 
 log = logging.getLogger(__name__)
 
@@ -404,7 +404,8 @@ class SweepProgress:
 
 def _ended_job(result: Path) -> tuple[str, str, bool]:
     """``(label, outcome, failed)`` of the job whose first task wrote the submitit result ``result``:
-    label ``#<job num> (<overrides>)``; outcome ``finished``, or why it failed and where to look:
+    label ``#<job num> (<overrides>)``; outcome ``finished`` / ``done`` (a run directory with no
+    ``status.json``), or why it failed and where to look:
     the traceback's last line and submitit's log when the job process failed, the exception and run
     directory when the task raised, the state and reason :func:`ncdepth.rundir.classify` gives the
     run directory otherwise."""
@@ -423,6 +424,8 @@ def _ended_job(result: Path) -> tuple[str, str, bool]:
     if value.status != JobStatus.COMPLETED:
         error = value._return_value
         return label, f"FAILED: {type(error).__name__}: {error}; run {run_dir}", True
+    if read_status(run_dir) is None:  # an app that keeps no status.json: its task returned
+        return label, "done", False
     state, reason = classify(run_dir)
     if state == FINISHED:
         return label, FINISHED, False

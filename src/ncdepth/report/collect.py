@@ -345,7 +345,7 @@ def _not_started(number: int, overrides: list[str], root: Path, app: str, foreig
         _, reason = classify(leftover[0] if leftover else None, app)
     return Run(
         path=None,
-        name=str(number),
+        name=f"job {number}" if foreign else str(number),  # the other sweep's run is named str(number)
         job=number,
         app=app,
         status=NOT_STARTED,
