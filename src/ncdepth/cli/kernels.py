@@ -26,13 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 from ncdepth.cli import CONFIG_PATH
 from ncdepth.cli.lifecycle import App, run_job
 from ncdepth.models import FCN2
-from ncdepth.rundir import KERNELS_LOG
+from ncdepth.rundir import KERNELS, KERNELS_LOG
 from ncdepth.theory import kernels_job
 from ncdepth.theory.kernels_job_config import KernelJobConfig, parse_config
 
 log = logging.getLogger(__name__)
 
-KERNELS = App(name="kernels", program="ncdepth-kernels", log_file=KERNELS_LOG)
+KERNELS_APP = App(name=KERNELS, program="ncdepth-kernels", log_file=KERNELS_LOG)
 """``ncdepth-kernels``' run lifecycle: no key may change on a rerun."""
 
 
@@ -53,7 +53,7 @@ def main(cfg: DictConfig) -> None:
             log.info("%s %s = %.6g", row.quantity, row.metric, row.value)
         kernels_job.write_outputs(run_dir, OmegaConf.to_container(cfg, resolve=True), config, result)
 
-    run_job(KERNELS, cfg, build, work)
+    run_job(KERNELS_APP, cfg, build, work)
 
 
 if __name__ == "__main__":

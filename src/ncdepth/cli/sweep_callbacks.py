@@ -1,8 +1,9 @@
 """Hydra callbacks of multiruns (registered in ``ncdepth/conf/train.yaml``, ``ufm.yaml``, ``kernels.yaml``).
 
 :class:`SweepStatus` accounts for every job once a multirun ends: each job ends as ``finished``,
-``failed`` (its own ``status.json`` says why), ``running``, ``interrupted`` or ``not started``
-(:mod:`ncdepth.report.collect`), and the sweep exits non-zero unless every job finished.
+``failed`` (its own ``status.json`` says why), ``running``, ``requeued``, ``interrupted`` or ``not
+started`` (:func:`ncdepth.rundir.classify`, through :mod:`ncdepth.report.collect`), and the sweep
+exits non-zero unless every job finished.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ from ncdepth.cli import CONFIG_PATH
 from ncdepth.cli.launcher_checks import slurm_layout_error
 from ncdepth.cli.lifecycle import App, run_job
 from ncdepth.data import DatasetUnavailableError
-from ncdepth.rundir import CHECKPOINT_DIR, RUN_LOG, resumable_keys
+from ncdepth.rundir import CHECKPOINT_DIR, RUN_LOG, TRAIN, resumable_keys
 from ncdepth.training import NCModule, NeuralCollapseCallback
 from ncdepth.training.checkpointing import RunCheckpoint, resumable_checkpoint
 from ncdepth.training.config import (
@@ -158,8 +158,8 @@ def more_epochs(earlier: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
     return config["trainer"]["max_epochs"] > earlier["trainer"]["max_epochs"]
 
 
-TRAIN = App(
-    name="train",
+TRAIN_APP = App(
+    name=TRAIN,
     program="ncdepth-train",
     log_file=RUN_LOG,
     build_errors=BUILD_ERRORS,
@@ -184,7 +184,7 @@ def main(cfg: DictConfig) -> None:
         trainer, module, datamodule = built
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
 
-    run_job(TRAIN, cfg, lambda: build_run(cfg, run_dir), fit, stopped_by_signal)
+    run_job(TRAIN_APP, cfg, lambda: build_run(cfg, run_dir), fit, stopped_by_signal)
 
 
 def stopped_by_signal(built: tuple[pl.Trainer, NCModule, pl.LightningDataModule]) -> str | None:

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ncdepth.cli import CONFIG_PATH
 from ncdepth.cli.lifecycle import App, run_job
-from ncdepth.rundir import UFM_LOG
+from ncdepth.rundir import UFM, UFM_LOG
 from ncdepth.theory import ufm_job
 from ncdepth.theory.ufm_job_config import UFMJob
 from ncdepth.validation import from_node
@@ -42,7 +42,7 @@ def _resumable(config: Mapping[str, Any]) -> tuple[str, ...]:
     return ("threads",)
 
 
-UFM = App(name="ufm", program="ncdepth-ufm", log_file=UFM_LOG, resumable=_resumable)
+UFM_APP = App(name=UFM, program="ncdepth-ufm", log_file=UFM_LOG, resumable=_resumable)
 """``ncdepth-ufm``'s run lifecycle: only the thread count may change on a rerun."""
 
 
@@ -51,7 +51,7 @@ def main(cfg: DictConfig) -> None:
     """Run one UFM job (module docstring); outputs in the Hydra run directory."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     run_job(
-        UFM,
+        UFM_APP,
         cfg,
         lambda: from_node(UFMJob, "", OmegaConf.to_container(cfg, resolve=True)),
         lambda job: run(job, run_dir),

@@ -68,7 +68,7 @@ def plotted_nc1(table: pd.DataFrame) -> pd.DataFrame:
 
 def nc1_vs_d0(table: pd.DataFrame) -> Figure:
     """``log10 NC1`` against ``d0`` (log2 axis) for the balanced runs (module docstring)."""
-    rows = plotted_nc1(table)
+    rows = _finished_nc1(table)
     rows = rows[rows["class_sizes"].map(_is_balanced)]
     rows = rows.assign(log10_nc1=np.log10(rows["value"].astype(float)))
     panels = [
@@ -97,7 +97,7 @@ def nc1_vs_d0(table: pd.DataFrame) -> Figure:
 
 def nc1_ratio_vs_class_sizes(table: pd.DataFrame) -> Figure:
     """``NC1(H) / NC1(X)`` against the class sizes, balanced first (module docstring)."""
-    rows = plotted_nc1(table)
+    rows = _finished_nc1(table)
     data = rows[rows["quantity"] == DATA].set_index("run")["value"].astype(float)
     rows = rows[(rows["quantity"] != DATA) & rows["run"].isin(data.index)]
     rows = rows.assign(ratio=rows["value"].astype(float) / rows["run"].map(data).to_numpy())
@@ -162,6 +162,14 @@ def write_kernel_report(sweep: Sweep, out_dir: Path) -> list[Path]:
         except NothingToPlot as reason:
             log.info("figure %s skipped: %s", name, reason)
     return written
+
+
+def _finished_nc1(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`plotted_nc1`; raises :class:`NothingToPlot` when no run finished."""
+    rows = plotted_nc1(table)
+    if rows.empty:
+        raise NothingToPlot("no run finished")
+    return rows
 
 
 def _sizes(class_sizes: str) -> list[int]:
