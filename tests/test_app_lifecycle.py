@@ -50,11 +50,11 @@ LONG = {  # a few seconds of work, long enough to be killed while running
     "ufm": [
         "class_sizes=[40,20,10,10]",
         "depth=3",
-        "iterations=4000",
+        "iterations=500",
         "weight_decay=2e-2",
         "feature_decay=2e-2",
     ],
-    "kernels": ["n=256", "d0=8", "train.steps=20000"],
+    "kernels": ["n=256", "d0=8", "train.steps=3000"],
 }
 RESULTS = {"ufm": UFM_TRACE_FILE, "kernels": KERNELS_FILE}
 TIMINGS = ("seconds", "timings")
@@ -165,7 +165,7 @@ def kill_while_running(process: subprocess.Popen[str], run_dir: Path) -> None:
         assert process.poll() is None, f"ended before it ran: {process.communicate()}"
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    time.sleep(0.3)
+    time.sleep(0.1)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert read_status(run_dir)["state"] == RUNNING, "the job finished before it was killed"
@@ -226,7 +226,10 @@ def test_two_different_sweeps_in_one_directory_are_reported(
     assert second.returncode == 1
     assert second.stderr.count("holds a run with another config") == 2
     assert "two different sweeps were started into" in second.stdout
-    assert "0 finished, 0 failed, 0 running, 0 requeued, 0 interrupted, 2 not started" in second.stdout
+    assert (
+        f"2 jobs in {sweep}: 0 finished, 0 failed, 0 running, 0 requeued, 0 interrupted, 2 not started; "
+        "and 2 run directories of another sweep" in second.stdout
+    )
     assert report_main([str(sweep), "--out", str(tmp_path / "report")]) == 0
     printed = capsys.readouterr().out
     assert f"note: two different sweeps were started into {sweep}: run directories 0, 1 hold jobs" in printed

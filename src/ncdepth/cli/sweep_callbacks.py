@@ -35,7 +35,7 @@ class SweepStatus(Callback):
             program = Path(sys.argv[0]).name or "ncdepth"
             print(f"{program}: cannot account for the jobs of {sweep_dir}: {error}", file=sys.stderr)
             raise SystemExit(1) from None
-        unfinished = [run for run in sweep.runs if run.status != FINISHED]
+        unfinished = [run for run in sweep.jobs if run.status != FINISHED]
         for note in sweep.notes:
             print(f"note: {note}")
         for run in unfinished:

@@ -112,6 +112,13 @@ class Sweep:
     values: dict[str, dict[str, Any]] = field(repr=False)
     notes: list[str] = field(default_factory=list)
     app: str = TRAIN
+    foreign: list[str] = field(default_factory=list)
+    """Names of the run directories of another sweep (module docstring), listed last in ``runs``."""
+
+    @property
+    def jobs(self) -> list[Run]:
+        """:attr:`runs` less the run directories of another sweep."""
+        return [run for run in self.runs if run.name not in self.foreign]
 
     @property
     def varying_keys(self) -> list[str]:
@@ -127,11 +134,13 @@ class Sweep:
 
     def counts(self) -> str:
         """``"N jobs in DIR: a finished, b failed, c running, d requeued, e interrupted, f not
-        started"`` (:data:`ncdepth.rundir.JOB_STATES`)."""
-        counts = Counter(run.status for run in self.runs)
-        return f"{len(self.runs)} jobs in {self.directory}: " + ", ".join(
+        started"`` (:data:`ncdepth.rundir.JOB_STATES`) of :attr:`jobs`, then how many run
+        directories of another sweep there are, if any."""
+        counts = Counter(run.status for run in self.jobs)
+        line = f"{len(self.jobs)} jobs in {self.directory}: " + ", ".join(
             f"{counts[status]} {status}" for status in JOB_STATES
         )
+        return line + (f"; and {len(self.foreign)} run directories of another sweep" if self.foreign else "")
 
     def describe(self, run: Run) -> str:
         """One line for ``run``: its status, name, values of the varying keys (of every swept key
@@ -272,13 +281,14 @@ def collect_sweep(sweep_dir: str | Path) -> Sweep:
     found = [load_run(run_dir, root) for run_dir in find_run_dirs(root)]
     app = multirun_app(root) or _most_common([run.app for run in found]) or TRAIN
     notes: list[str] = []
+    foreign: list[str] = []
     try:
         jobs = sweep_jobs(root)
     except ValueError as error:
         notes.append(f"{error}; the jobs are the run directories found")
         runs = found
     else:
-        runs = _account_for(jobs, found, root, app, notes)
+        runs = _account_for(jobs, found, root, app, notes, foreign)
     if not runs:
         raise ValueError(f"sweep directory {root} holds no run directory (a directory with {CONFIG_FILE})")
     others = sorted({run.app for run in found} - {app})
@@ -292,15 +302,15 @@ def collect_sweep(sweep_dir: str | Path) -> Sweep:
     if reserved:
         raise ValueError(f"override keys {reserved} clash with the report columns {list(TABLE_COLUMNS)}")
     values = {run.name: {key: _swept_value(run, key) for key in keys} for run in runs}
-    return Sweep(root, runs, keys, values, notes, app)
+    return Sweep(root, runs, keys, values, notes, app, foreign)
 
 
 def _account_for(
-    jobs: list[list[str]], found: list[Run], root: Path, app: str, notes: list[str]
+    jobs: list[list[str]], found: list[Run], root: Path, app: str, notes: list[str], foreign_names: list[str]
 ) -> list[Run]:
     """Every job in order: the run directories claiming its number with its overrides and app (a
     job not started when none does), then the run directories no job claims and those of another
-    sweep (noted)."""
+    sweep (noted; their names appended to ``foreign_names``)."""
     claimed: dict[int, list[Run]] = {}
     foreign: dict[int, list[Run]] = {}
     for run in found:
@@ -320,6 +330,7 @@ def _account_for(
             f"run directories that no job of {MULTIRUN_FILE} claims (listed after the jobs): {names}"
         )
     others = [run for number in sorted(foreign) for run in foreign[number]]
+    foreign_names += [run.name for run in others]
     if others:
         names = ", ".join(run.name for run in others)
         notes.append(
