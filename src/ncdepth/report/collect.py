@@ -20,8 +20,9 @@ every job failed is still reported as the app's.
 
 **Two sweeps in one directory.** A run directory that claims a job number but whose overrides (or
 app) are not that job's in ``multirun.yaml`` belongs to another sweep started into the same sweep
-directory (``multirun.yaml`` is the last one's): it is listed after the jobs with a note naming
-both, and the job it stands in the place of counts as ``not started``, with that reason.
+directory (``multirun.yaml`` is the last one's): it is listed after the jobs with a note, counted
+apart (:attr:`Sweep.foreign`), and the job whose place it takes counts as ``not started``, with
+that reason.
 
 The swept values of a run are the keys of its ``.hydra/overrides.yaml`` (a job not started: of its
 overrides in the expansion), ``+``/``++``/``~`` stripped, parsed by Hydra's own override grammar
