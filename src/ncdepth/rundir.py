@@ -36,8 +36,9 @@ a dead process is stale by construction and taken over, with a log line naming t
 reader (the report, the sweep's end, the progress lines of a submitit sweep, each app's report);
 :data:`JOB_STATES` lists the states and :func:`classify` the rules.
 
-**The fingerprint.** :func:`config_fingerprint` hashes the resolved config with the keys of
-:data:`RESUMABLE_KEYS` left out: a rerun in the same directory must have the same fingerprint, and
+**The fingerprint.** :func:`config_fingerprint` hashes the resolved config with the keys that may
+change on a rerun left out (``ncdepth-train``'s :data:`RESUMABLE_KEYS`; each app names its own,
+:mod:`ncdepth.cli.lifecycle`): a rerun in the same directory must have the same fingerprint, and
 :func:`config_differences` names the keys that differ when it does not.
 """
 
