@@ -19,7 +19,8 @@ from omegaconf import DictConfig
 
 from ncdepth.cli import CONFIG_DIR
 from ncdepth.cli.report import main as report_main
-from ncdepth.report.kernels import collect_kernel_runs, is_kernel_sweep, plotted_nc1, write_kernel_report
+from ncdepth.report.collect import collect_sweep
+from ncdepth.report.kernels import collect_kernel_runs, plotted_nc1, write_kernel_report
 from ncdepth.rundir import KERNELS_COLUMNS, KERNELS_FILE, KERNELS_NC1
 from ncdepth.theory.gaussian_data import gaussian_classes
 from ncdepth.theory.kernels import kernel_nc1, nngp
@@ -153,7 +154,7 @@ def test_every_job_writes_every_quantity_finite(tiny_sweep: Path) -> None:
 def test_ntk_features_are_never_more_collapsed_than_the_nngp_ones(tiny_sweep: Path) -> None:
     """Kothapalli & Tirer (2024): NC1(NTK) >= NC1(NNGP) on these Gaussian data (equal for relu in
     d0 = 1, where every pair of inputs is parallel or anti-parallel)."""
-    table, _ = collect_kernel_runs(tiny_sweep)
+    table = collect_kernel_runs(collect_sweep(tiny_sweep))
     nc1 = table[table["metric"] == KERNELS_NC1].pivot(index="run", columns="quantity", values="value")
     for activation in ("relu", "erf"):
         assert (nc1[f"ntk_{activation}"] >= nc1[f"nngp_{activation}"] * (1 - 1e-9)).all(), nc1
@@ -171,12 +172,13 @@ def test_a_wide_network_at_initialisation_has_the_nngp_nc1() -> None:
 
 
 def test_the_report_gathers_the_table_and_draws_both_figures(tiny_sweep: Path, tmp_path: Path) -> None:
-    assert is_kernel_sweep(tiny_sweep)
+    sweep = collect_sweep(tiny_sweep)
+    assert sweep.app == "kernels"
     assert report_main([str(tiny_sweep), "--out", str(tmp_path / "cli")]) == 0  # ncdepth-report
     assert (tmp_path / "cli" / "kernels_table.csv").is_file()
-    written = write_kernel_report(tiny_sweep, tmp_path)
+    written = write_kernel_report(sweep, tmp_path)
     names = {path.relative_to(tmp_path).as_posix() for path in written}
-    assert {"kernels_table.csv", "kernels_runs.csv", "kernels_table.parquet"} <= names
+    assert {"kernels_table.csv", "kernels_table.parquet"} <= names
     for figure in ("kernels_nc1_vs_d0", "kernels_nc1_ratio_vs_class_sizes"):
         for suffix in (".png", ".pdf"):
             assert f"figures/{figure}{suffix}" in names
@@ -185,8 +187,10 @@ def test_the_report_gathers_the_table_and_draws_both_figures(tiny_sweep: Path, t
     assert sorted(table["run"].unique()) == ["0", "1", "2", "3"]
     assert set(table["class_sizes"]) == {"16/16", "8/24"}
     assert len(table) == 4 * sum(len(metrics) for metrics in QUANTITIES.values())
-    runs = pd.read_csv(tmp_path / "kernels_runs.csv", dtype={"run": str}).set_index("run")
-    assert runs.loc["killed", "status"] == "failed" and runs.loc["killed", "reason"] == f"no {KERNELS_FILE}"
+    runs = pd.read_csv(tmp_path / "cli" / "runs.csv", dtype={"run": str}).set_index("run")
+    assert list(runs.columns[:4]) == ["job", "app", "status", "reason"] and set(runs["app"]) == {"kernels"}
+    assert runs.loc["killed", "status"] == "failed"
+    assert runs.loc["killed", "reason"] == f"no {KERNELS_FILE}"
     assert (runs.drop(index="killed")["status"] == "finished").all()
 
 
@@ -194,9 +198,7 @@ def test_a_sweep_of_other_runs_is_not_a_kernel_sweep(tmp_path: Path) -> None:
     (tmp_path / "0" / ".hydra").mkdir(parents=True)
     (tmp_path / "0" / ".hydra" / "config.yaml").write_text("seed: 0\n")
     (tmp_path / "0" / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    name: train\n")
-    assert not is_kernel_sweep(tmp_path)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        collect_kernel_runs(tmp_path / "missing")
+    assert collect_sweep(tmp_path).app == "train"
 
 
 def test_an_unconverged_adaptive_kernel_stays_in_the_table_but_not_in_the_figures() -> None:

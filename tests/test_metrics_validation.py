@@ -257,7 +257,8 @@ def test_classes_of_one_sample_warn() -> None:
     keep = torch.cat([(labels != 1).nonzero().flatten(), torch.tensor([1])])  # one sample of class 1
     metric = NeuralCollapse(C)
     with pytest.warns(
-        SingleSampleClassesWarning, match=r"1 classes have a single sample in layer 'features' \(classes \[1\]\)"
+        SingleSampleClassesWarning,
+        match=r"1 classes have a single sample in layer 'features' \(classes \[1\]\)",
     ):
         two_passes(metric, h[keep], labels[keep])
         metric.compute()

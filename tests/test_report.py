@@ -20,7 +20,6 @@ from omegaconf import OmegaConf
 
 from ncdepth.cli.report import main
 from ncdepth.report import collect_sweep, draw_figure, parse_overrides, runs_table, tidy_table
-from ncdepth.report.collect import log_error
 from ncdepth.report.figures import minority_collapse, training_figures
 from ncdepth.report.style import (
     FLOOR_MARGIN,
@@ -30,6 +29,7 @@ from ncdepth.report.style import (
     value_axis,
     zero_floor,
 )
+from ncdepth.rundir import log_error
 from ncdepth.training.results import ncc_train_error_figure
 
 NCDEPTH_REPORT = Path(sys.executable).parent / "ncdepth-report"
@@ -221,7 +221,8 @@ def test_cli_writes_tables_and_every_figure(sweep: tuple[Path, int], tmp_path: P
     printed = capsys.readouterr().out
     assert "note: cannot expand the jobs of" in printed  # multirun.yaml lacks what Hydra writes
     assert (
-        "11 jobs in" in printed and "8 finished, 2 failed, 0 running, 1 interrupted, 0 not started" in printed
+        "11 jobs in" in printed
+        and "8 finished, 2 failed, 0 running, 0 requeued, 1 interrupted, 0 not started" in printed
     )
     assert f"  failed      {FAILED_JOB}  " in printed and "CUDA out of memory" in printed
     assert (

@@ -121,7 +121,7 @@ def test_every_job_is_a_row_with_its_status(killed_sweep: Path) -> None:
     assert "no live process holds .lock (killed?)" in killed.reason and "no checkpoint" in killed.reason
     assert not_started.path is None and not_started.reason == "no run directory"
     assert sweep.counts() == (
-        f"8 jobs in {killed_sweep}: 4 finished, 2 failed, 0 running, 1 interrupted, 1 not started"
+        f"8 jobs in {killed_sweep}: 4 finished, 2 failed, 0 running, 0 requeued, 1 interrupted, 1 not started"
     )
 
 
@@ -193,7 +193,7 @@ def test_sweep_status_prints_the_unfinished_jobs_and_exits_1(
     assert exit_info.value.code == 1
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[:-1]] == ["failed", "failed", "interrupted", "not"]
-    assert lines[-1].endswith("4 finished, 2 failed, 0 running, 1 interrupted, 1 not started")
+    assert lines[-1].endswith("4 finished, 2 failed, 0 running, 0 requeued, 1 interrupted, 1 not started")
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 
 from ncdepth.cli import CONFIG_DIR
 from ncdepth.cli.report import main as report_main
-from ncdepth.report.ufm import is_ufm_sweep, run_row, write_ufm_report
+from ncdepth.report.collect import collect_sweep, load_run
+from ncdepth.report.ufm import run_row, write_ufm_report
 from ncdepth.theory.ufm_job import OBJECTIVE_GAP_TOL, run_job
 from ncdepth.theory.ufm_job_config import Continuation, UFMJob
 from ncdepth.validation import from_node
@@ -70,7 +71,7 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    failed = sweep / "2"
+    failed = sweep / "2"  # a run directory written before status.json, whose log ends in an error
     (failed / ".hydra").mkdir(parents=True)
     (failed / ".hydra" / "config.yaml").write_text((sweep / "0" / ".hydra" / "config.yaml").read_text())
     (failed / "ufm.log").write_text("FloatingPointError: the objective diverged at step 40; lower lr=0.5\n")
@@ -103,8 +104,8 @@ def test_a_job_short_of_the_optimum_says_so_in_its_summary_and_log(tiny_sweep: P
 
 
 def test_report_lists_finished_and_failed_runs(tiny_sweep: Path, tmp_path: Path) -> None:
-    assert is_ufm_sweep(tiny_sweep)
-    written = write_ufm_report(tiny_sweep, tmp_path)
+    assert collect_sweep(tiny_sweep).app == "ufm"
+    written = write_ufm_report(collect_sweep(tiny_sweep), tmp_path)
     names = ["ufm_report.csv", "ufm_summary.txt", "ufm_distance.png", "ufm_distance.pdf"]
     assert [path.name for path in written] == names
     table = pd.read_csv(written[0], dtype={"run": str}).set_index("run")
@@ -117,11 +118,11 @@ def test_report_lists_finished_and_failed_runs(tiny_sweep: Path, tmp_path: Path)
 
 
 def test_report_summary_leaves_out_the_runs_short_of_the_optimum(tiny_sweep: Path, tmp_path: Path) -> None:
-    summary = write_ufm_report(tiny_sweep, tmp_path)[1].read_text()
+    summary = write_ufm_report(collect_sweep(tiny_sweep), tmp_path)[1].read_text()
     assert "f* reached (objective gap (f - f*)/f* < 1e-06): 1 of 2 finished runs" in summary
     assert "collapsed classes measured = predicted: 1 of those 1" in summary
     assert "left out, did not reach f* (a spurious local minimum): 1\n  run 1: M = 2" in summary
-    assert "0 runs without a closed form, 1 failed runs" in summary
+    assert "0 runs without a closed form, 1 jobs that did not finish (1 failed)" in summary
 
 
 def test_report_reads_summaries_written_before_reached_optimum(tiny_sweep: Path, tmp_path: Path) -> None:
@@ -131,7 +132,7 @@ def test_report_reads_summaries_written_before_reached_optimum(tiny_sweep: Path,
     for key in ("reached_optimum", "objective_gap_tol", "start"):
         del summary[key]
     (run / "summary.json").write_text(json.dumps(summary))
-    row = run_row(run, tmp_path / "sweep")
+    row = run_row(load_run(run, tmp_path / "sweep"))
     assert row["reached_optimum"] is False and row["start"] is None
 
 
@@ -140,7 +141,9 @@ def test_ncdepth_report_dispatches_a_ufm_sweep(
 ) -> None:
     assert report_main([str(tiny_sweep), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "ufm_report.csv").is_file() and (tmp_path / "figures" / "ufm_distance.png").is_file()
-    assert "f* reached" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "f* reached" in printed and "app: ufm" in printed
+    assert "3 jobs in" in printed and "2 finished, 1 failed" in printed
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,9 @@ Every writer (``ncdepth-train``, ``ncdepth-ufm``, ``ncdepth-kernels``) and every
 ==========================  ==========================================================================
 ``.hydra/config.yaml``      the composed config (``overrides.yaml``, ``hydra.yaml`` beside it); an
                             allowed change on resume keeps the earlier files in ``.hydra/history/N/``
-``status.json``             ``state`` (``running`` / ``finished`` / ``failed`` / ``requeued``), ``reason``, ``host``,
-                            ``pid``, ``started``, ``ended``, ``fingerprint``, ``attempts``, ``config``
+``status.json``             ``state`` (``running`` / ``finished`` / ``failed`` / ``requeued``),
+                            ``reason``, ``app``, ``host``, ``pid``, ``started``, ``ended``,
+                            ``fingerprint``, ``attempts``, ``config``
 ``metrics.csv``             tidy rows ``epoch,split,layer,metric,value``, ``\\n`` line endings
 ``summary.json``            the final results (written once training ends)
 ``train.log``               the run's log, appended by every attempt
@@ -15,8 +16,12 @@ Every writer (``ncdepth-train``, ``ncdepth-ufm``, ``ncdepth-kernels``) and every
 ``figures/``                the run's figures
 ``.lock``                   the owner of the directory (``host pid``), held while a process runs
 ``kernels.csv``             (``ncdepth-kernels``) tidy rows of :data:`KERNELS_COLUMNS`
+``kernels.log``             (``ncdepth-kernels``) the job's log
 ``ufm.csv``, ``ufm.log``    (``ncdepth-ufm``) the tidy trace ``step,metric,value`` and the job's log
 ==========================  ==========================================================================
+
+Each app (:data:`APPS`: ``train``, ``ufm``, ``kernels``, named by ``status.json``'s ``app``) has
+its :data:`RESULT_FILES`, written once the job's work is done, and its log (:data:`APP_LOGS`).
 
 **Atomic writes.** :func:`atomic_write` writes a temporary file in the same directory, flushes and
 fsyncs it, then renames it over the target: a reader (or a crash) sees the old file or the new one,
@@ -27,8 +32,13 @@ into it. The kernel drops the lock when its process dies (``kill -9`` included),
 a dead process is stale by construction and taken over, with a log line naming the old owner.
 (Over NFS, ``flock`` is forwarded to the server as a POSIX lock on Linux >= 2.6.12.)
 
-**The fingerprint.** :func:`config_fingerprint` hashes the resolved config with the keys of
-:data:`RESUMABLE_KEYS` left out: a rerun in the same directory must have the same fingerprint, and
+**The job's state.** :func:`classify` says what became of the job of a run directory, for every
+reader (the report, the sweep's end, the progress lines of a submitit sweep, each app's report);
+:data:`JOB_STATES` lists the states and :func:`classify` the rules.
+
+**The fingerprint.** :func:`config_fingerprint` hashes the resolved config with the keys that may
+change on a rerun left out (``ncdepth-train``'s :data:`RESUMABLE_KEYS`; each app names its own,
+:mod:`ncdepth.cli.lifecycle`): a rerun in the same directory must have the same fingerprint, and
 :func:`config_differences` names the keys that differ when it does not.
 """
 
@@ -42,6 +52,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import tempfile
 import time
@@ -71,14 +82,30 @@ KERNELS_COLUMNS = ("n", "d0", "num_classes", "class_sizes", "seed", "quantity", 
 """Columns of an ``ncdepth-kernels`` job's ``kernels.csv``; ``class_sizes`` reads like ``"768/1280"``."""
 KERNELS_NC1 = "nc1_trace_ratio"
 """The ``metric`` of the NC1 rows of ``kernels.csv``."""
+KERNELS_LOG = "kernels.log"
 UFM_TRACE_FILE = "ufm.csv"
 UFM_TRACE_COLUMNS = ("step", "metric", "value")
 UFM_LOG = "ufm.log"
 
-RUNNING, FINISHED, FAILED = "running", "finished", "failed"
-REQUEUED = "requeued"
-"""Stopped by a signal after a checkpoint and handed to the scheduler, which starts it again."""
+TRAIN, UFM, KERNELS = "train", "ufm", "kernels"
+APPS = (TRAIN, UFM, KERNELS)
+"""The apps writing run directories: ``ncdepth-train``, ``ncdepth-ufm``, ``ncdepth-kernels``."""
+RESULT_FILES = {
+    TRAIN: (METRICS_FILE, SUMMARY_FILE),
+    UFM: (UFM_TRACE_FILE, SUMMARY_FILE),
+    KERNELS: (KERNELS_FILE, SUMMARY_FILE),
+}
+"""Per app, the files a finished job holds, its main table first."""
+APP_LOGS = {TRAIN: RUN_LOG, UFM: UFM_LOG, KERNELS: KERNELS_LOG}
+
+RUNNING, FINISHED, FAILED, REQUEUED = "running", "finished", "failed", "requeued"
 STATES = (RUNNING, FINISHED, FAILED, REQUEUED)
+"""What ``status.json`` may say: ``requeued`` is a job stopped after a checkpoint that waits for its
+scheduler to start it again."""
+INTERRUPTED, NOT_STARTED = "interrupted", "not started"
+JOB_STATES = (FINISHED, FAILED, RUNNING, REQUEUED, INTERRUPTED, NOT_STARTED)
+"""Every state :func:`classify` gives a job, in the order the counts are printed."""
+LOG_PATTERNS = ("*.log", "*.err")
 
 RESUMABLE_KEYS = (
     "trainer.max_epochs",
@@ -189,17 +216,6 @@ def write_status(run_dir: str | Path, state: str, reason: str = "", **fields: An
 _OWN_FIELDS = ("state", "reason", "host", "pid", "started", "ended")
 
 
-def job_outcome(run_dir: str | Path) -> str:
-    """How the run in ``run_dir`` ended, in words, from its ``status.json`` alone: ``finished``,
-    ``failed: <reason>``, ``requeued: <reason>``, ``running`` (no process may hold it any more:
-    the job was killed) or ``no status.json``."""
-    status = read_status(run_dir)
-    if status is None:
-        return f"no {STATUS_FILE}"
-    state, reason = str(status.get("state")), str(status.get("reason") or "")
-    return f"{state}: {reason}" if reason and state != FINISHED else state
-
-
 def _timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -293,16 +309,21 @@ def _is_resumable(key: str, allowed: Sequence[str]) -> bool:
     return any(key == entry or key.startswith(f"{entry}.") for entry in allowed)
 
 
-def config_fingerprint(config: Mapping[str, Any]) -> str:
-    """sha256 of the resolved ``config`` without its :func:`resumable_keys`."""
-    allowed = resumable_keys(config)
+def config_fingerprint(config: Mapping[str, Any], allowed: Sequence[str] | None = None) -> str:
+    """sha256 of the resolved ``config`` without the keys ``allowed`` to change on a rerun
+    (default: ``ncdepth-train``'s, :func:`resumable_keys`)."""
+    allowed = resumable_keys(config) if allowed is None else allowed
     kept = {key: value for key, value in flatten(config).items() if not _is_resumable(key, allowed)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=repr).encode()).hexdigest()
 
 
-def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """``"key: old -> new"`` for every key outside :func:`resumable_keys` whose value differs."""
-    allowed = set(resumable_keys(old)) & set(resumable_keys(new))
+def config_differences(
+    old: Mapping[str, Any], new: Mapping[str, Any], allowed: Sequence[str] | None = None
+) -> list[str]:
+    """``"key: old -> new"`` for every key outside ``allowed`` whose value differs (default:
+    ``ncdepth-train``'s :func:`resumable_keys` of both configs)."""
+    if allowed is None:
+        allowed = set(resumable_keys(old)) & set(resumable_keys(new))
     before, after = flatten(old), flatten(new)
     missing = object()
     return [
@@ -323,3 +344,134 @@ def set_aside(path: str | Path) -> Path:
     )
     os.replace(path, target)
     return target
+
+
+# ---------------------------------------------------------------------------------------- state
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)?(Error|Exception|Interrupt|Exit)\b")
+_ERROR_RECORD = re.compile(r"\]\[ERROR\]|\bERROR\b\s*[-:]|^slurmstepd: error:")
+
+
+def run_app(run_dir: str | Path, job_name: str | None = None) -> str:
+    """Which app (:data:`APPS`) wrote ``run_dir``: ``status.json``'s ``app``; else (directories
+    written before it was recorded) the app whose own files it holds; else ``job_name`` (Hydra's
+    ``hydra.job.name``) when it names an app; else ``train``."""
+    path = Path(run_dir)
+    app = (read_status(path) or {}).get("app")
+    if app in APPS:
+        return app
+    for candidate in (UFM, KERNELS):
+        if (path / RESULT_FILES[candidate][0]).is_file() or (path / APP_LOGS[candidate]).is_file():
+            return candidate
+    return job_name if job_name in APPS else TRAIN
+
+
+def log_error(*directories: str | Path) -> str | None:
+    """The last line of the first log (``*.log``, ``*.err``) in ``directories`` that ends in an
+    error (``ValueError: ...``, ``KeyboardInterrupt``, a ``[ERROR]`` record, ``slurmstepd:
+    error: ...``), prefixed by the log's name; ``None`` when no log ends so."""
+    for directory in directories:
+        for pattern in LOG_PATTERNS:
+            for log_file in sorted(Path(directory).glob(pattern)):
+                lines = [line.strip() for line in log_file.read_text(errors="replace").splitlines()]
+                lines = [line for line in lines if line]
+                if lines and (_EXCEPTION_LINE.match(lines[-1]) or _ERROR_RECORD.search(lines[-1])):
+                    return f"{log_file.name}: {lines[-1]}"
+    return None
+
+
+def result_problems(run_dir: str | Path, app: str) -> list[str]:
+    """Why the :data:`RESULT_FILES` of ``app`` in ``run_dir`` do not make a finished job: each one
+    missing, a ``summary.json`` that is no JSON object, an ``ncdepth-ufm`` or ``ncdepth-kernels``
+    table whose header lacks a column (``ncdepth-train``'s ``metrics.csv`` is parsed by the
+    report itself); ``[]`` when they are all there."""
+    path = Path(run_dir)
+    problems = [f"no {name}" for name in RESULT_FILES[app] if not (path / name).is_file()]
+    if (path / SUMMARY_FILE).is_file() and read_json(path / SUMMARY_FILE) is None:
+        problems.append(f"unreadable {SUMMARY_FILE} (not a JSON object)")
+    table, columns = path / RESULT_FILES[app][0], _TABLE_COLUMNS.get(app, ())
+    if columns and table.is_file():
+        with table.open(errors="replace") as stream:
+            header = stream.readline().strip().split(",")
+        missing = [column for column in columns if column not in header]
+        if missing:
+            problems.append(f"unreadable {table.name}: it lacks the columns {missing}")
+    return problems
+
+
+_TABLE_COLUMNS = {UFM: UFM_TRACE_COLUMNS, KERNELS: KERNELS_COLUMNS}
+
+
+def classify(
+    run_dir: str | Path | None,
+    app: str | None = None,
+    *,
+    problems: Sequence[str] = (),
+    logs: Sequence[str | Path] = (),
+    progress: str = "",
+) -> tuple[str, str]:
+    """``(state, reason)`` of the job of ``run_dir`` (one of :data:`JOB_STATES`; the reason is empty
+    for a finished job). ``app`` defaults to :func:`run_app`; ``problems`` are what the caller found
+    wrong in the result files beyond :func:`result_problems` (an unreadable table); ``logs`` are
+    further directories whose ``*.log`` / ``*.err`` may say why it failed (submitit's); ``progress``
+    (``"last measured epoch: 3"``) is added to the reason of a running or interrupted job.
+
+    - ``not started``: no directory, or one with neither ``status.json`` nor ``.hydra/config.yaml``
+      (the job stopped, or is still starting, before writing its config);
+    - ``finished``: ``status.json`` says so and the result files are all there and readable (else
+      ``failed``, naming what is wrong);
+    - ``failed``: ``status.json`` says so, with its ``reason`` (else the error its logs end in);
+    - ``running``: ``status.json`` says ``running`` or ``requeued`` and a live process holds the
+      directory's ``.lock``;
+    - ``requeued``: ``status.json`` says so and no process holds the lock: it waits for its
+      scheduler to start it again;
+    - ``interrupted``: ``status.json`` says ``running`` and no live process holds the lock (killed:
+      ``kill -9``, out of memory, a time limit); the reason says how a rerun continues it.
+
+    A directory without ``status.json`` (written before it existed) is ``failed`` when it lacks its
+    app's main table or one of its logs ends in an error, ``running`` or ``interrupted`` (by the
+    lock) when it has the table but not the other result files, ``finished`` otherwise."""
+    path = None if run_dir is None else Path(run_dir)
+    status = None if path is None else read_status(path)
+    if path is None or (status is None and not (path / CONFIG_FILE).is_file()):
+        if path is None or not path.exists():
+            return NOT_STARTED, "no run directory"
+        return NOT_STARTED, (
+            f"{path.name}/ exists without {CONFIG_FILE}: the job stopped (or is still starting) "
+            "before writing its config"
+        )
+    app = app or run_app(path)
+    wrong = [*result_problems(path, app), *problems]
+    state = (status or {}).get("state")
+    if state == FINISHED:
+        return (FAILED, f"{STATUS_FILE} says finished, but: {'; '.join(wrong)}") if wrong else (FINISHED, "")
+    if state == FAILED:
+        return FAILED, str(status.get("reason") or "") or log_error(path, *logs) or "no reason recorded"
+    if state in (RUNNING, REQUEUED):
+        return _running_or_interrupted(path, app, str(status.get("reason") or ""), progress, state)
+    error = log_error(path, *logs)  # no status.json: a run directory written before it existed
+    main_table = [text for text in wrong if RESULT_FILES[app][0] in text]
+    if main_table or error is not None:
+        return FAILED, "; ".join([*main_table, *([error] if error else [])])
+    if wrong:
+        return _running_or_interrupted(path, app, "; ".join(wrong), progress, RUNNING)
+    return FINISHED, ""
+
+
+def _running_or_interrupted(path: Path, app: str, detail: str, progress: str, state: str) -> tuple[str, str]:
+    """``running`` when a live process holds the lock, else ``requeued`` (``state`` says so) or
+    ``interrupted``; the reason adds the owner, or how a rerun continues the job, and ``progress``."""
+    owner = lock_owner(path)
+    if owner is not None:
+        return RUNNING, "; ".join(fact for fact in (detail, f"owned by {owner}", progress) if fact)
+    if state == REQUEUED:
+        return REQUEUED, "; ".join(
+            fact for fact in (detail or "waiting to be started again", progress) if fact
+        )
+    if app == TRAIN:
+        resume = (
+            f"resumable from {LAST_CHECKPOINT}" if (path / LAST_CHECKPOINT).is_file() else "no checkpoint"
+        )
+    else:
+        resume = "a rerun computes it again from the start"
+    facts = [detail, f"no live process holds {LOCK_FILE} (killed?)", progress, resume]
+    return INTERRUPTED, "; ".join(fact for fact in facts if fact)

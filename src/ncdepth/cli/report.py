@@ -3,17 +3,20 @@
     ncdepth-report multirun/2026-11-22/07-00-00                  # writes .../report/
     ncdepth-report SWEEP_DIR --out results/depth_sweep --format parquet
 
-Writes ``report.csv`` and/or ``report.parquet`` (every measured number of every run, the swept
-values as columns), ``runs.csv`` (one row per job of the sweep, from its ``multirun.yaml``: status,
-reason, swept values, effective depths, final accuracies) and ``figures/*.png|pdf`` (named after the
-swept keys, :mod:`ncdepth.report.figures`; one of them alone: :func:`ncdepth.report.draw_figure`), and
-prints the count of jobs per status and one line per job (:mod:`ncdepth.report.collect`). A bound sweep
-(``ncdepth/conf/experiment/bound*.yaml``, varying ``data.extra_label_noise``) also gets ``bound.csv`` and
-``figures/generalization_bound.png|pdf`` (:mod:`ncdepth.report.bound`). A sweep of ``ncdepth-kernels``
-runs gets the kernel tables and figures instead (:mod:`ncdepth.report.kernels`), one of ``ncdepth-ufm``
-runs the UFM table, summary (printed) and figure (:mod:`ncdepth.report.ufm`). Jobs that failed,
-are running, were interrupted or never started are listed, never fatal; a figure the sweep cannot
-support is skipped with a note. Exits 2 when ``SWEEP_DIR`` does not exist or holds neither a ``multirun.yaml`` that
+For a sweep of any app (``ncdepth-train``, ``ncdepth-ufm``, ``ncdepth-kernels``: read from its
+``multirun.yaml`` and run files, :mod:`ncdepth.report.collect`), prints the count of jobs per state
+and one line per job, with notes (e.g. two different sweeps started into one directory), and writes
+``runs.csv`` (one row per job, from its ``multirun.yaml``: app, state, reason, swept values;
+:mod:`ncdepth.report.tables`). Then, per app: an ``ncdepth-train`` sweep gets ``report.csv`` and/or
+``report.parquet`` (every measured number of every run, the swept values as columns; ``runs.csv``
+adds effective depths and final accuracies) and ``figures/*.png|pdf`` (named after the swept keys,
+:mod:`ncdepth.report.figures`; one of them alone: :func:`ncdepth.report.draw_figure`); a bound sweep
+(``ncdepth/conf/experiment/bound*.yaml``, varying ``data.extra_label_noise``) also ``bound.csv`` and
+``figures/generalization_bound.png|pdf`` (:mod:`ncdepth.report.bound`). An ``ncdepth-kernels``
+sweep gets the kernel tables and figures (:mod:`ncdepth.report.kernels`), an ``ncdepth-ufm`` sweep
+the UFM table, summary (printed) and figure (:mod:`ncdepth.report.ufm`). Jobs that failed, are
+running, requeued, were interrupted or never started are listed, never fatal; a figure the sweep
+cannot support is skipped with a note. Exits 2 when ``SWEEP_DIR`` does not exist or holds neither a ``multirun.yaml`` that
 expands nor a run directory.
 """
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -36,10 +39,11 @@ from ncdepth.report.bound import (
     is_bound_sweep,
 )
 from ncdepth.report.collect import Sweep
-from ncdepth.report.kernels import is_kernel_sweep, write_kernel_report
+from ncdepth.report.kernels import write_kernel_report
 from ncdepth.report.style import NothingToPlot, save_figure
-from ncdepth.report.tables import TABLE_FORMATS, parse_formats
-from ncdepth.report.ufm import is_ufm_sweep, write_ufm_report
+from ncdepth.report.tables import TABLE_FORMATS, parse_formats, write_runs
+from ncdepth.report.ufm import write_ufm_report
+from ncdepth.rundir import KERNELS, UFM
 
 DEFAULT_OUT_SUBDIR = "report"
 FIGURES_SUBDIR = "figures"
@@ -69,50 +73,48 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the report; returns the exit status (0, or 2 for a missing or empty sweep directory;
-    argparse exits 2 for a bad ``--format``): whatever the jobs' statuses, the report is written."""
+    argparse exits 2 for a bad ``--format``): whatever the jobs' states, the report is written."""
     args = parse_args(argv)
     out = args.out if args.out is not None else args.sweep_dir / DEFAULT_OUT_SUBDIR
-    theory_report = _theory_report(args.sweep_dir)
     try:
-        if theory_report is not None:
-            for path in theory_report(args.sweep_dir, out):
-                if path.suffix == ".txt":  # a theory report's summary
-                    print(path.read_text(), end="")
-                print(f"wrote {path}")
-            return 0
         sweep = collect_sweep(args.sweep_dir)
     except (FileNotFoundError, ValueError) as error:
         print(f"ncdepth-report: error: {error}", file=sys.stderr)
         return 2
-    table, runs = tidy_table(sweep), runs_table(sweep)
-    tables = write_tables(table, runs, out, args.format)
+    runs = runs_table(sweep)
     for note in sweep.notes:
         print(f"note: {note}")
+    print(f"app: {sweep.app}")
     print(sweep.counts())
     for run in sweep.runs:
         print(f"  {sweep.describe(run)}")
+    if sweep.app == KERNELS:
+        written = [*write_kernel_report(sweep, out), write_runs(runs, out)]
+    elif sweep.app == UFM:
+        written = [*write_ufm_report(sweep, out), write_runs(runs, out)]
+        print(written[1].read_text(), end="")  # the UFM summary
+    else:
+        written = training_report(sweep, runs, out, args.format, args.bound_alpha)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def training_report(
+    sweep: Sweep, runs: pd.DataFrame, out: Path, formats: Sequence[str], alpha: float | None
+) -> list[Path]:
+    """Write the tables and figures of an ``ncdepth-train`` sweep (module docstring) into ``out``;
+    returns the written paths."""
+    table = tidy_table(sweep)
+    tables = write_tables(table, runs, out, formats)
     print(f"grouping keys (seeds averaged): {sweep.grouping_keys or 'none'}")
     figures, skipped = save_figures(table, runs, sweep.grouping_keys, out / FIGURES_SUBDIR)
     for name, reason in skipped.items():
         print(f"  skipped figure {name}: {reason}")
     if is_bound_sweep(sweep):
-        bound_paths = write_bound(sweep, runs, out, args.bound_alpha)
+        bound_paths = write_bound(sweep, runs, out, alpha)
         tables, figures = [*tables, *bound_paths[:1]], [*figures, *bound_paths[1:]]
-    for path in [*tables, *figures]:
-        print(f"wrote {path}")
-    return 0
-
-
-def _theory_report(sweep_dir: Path) -> Callable[[Path, Path], list[Path]] | None:
-    """The report writer of an ``ncdepth-kernels`` or ``ncdepth-ufm`` sweep; ``None`` for a
-    training sweep (or a directory that does not exist, which ``collect_sweep`` reports)."""
-    if not sweep_dir.is_dir():
-        return None
-    if is_kernel_sweep(sweep_dir):
-        return write_kernel_report
-    if is_ufm_sweep(sweep_dir):
-        return write_ufm_report
-    return None
+    return [*tables, *figures]
 
 
 def write_bound(sweep: Sweep, runs: pd.DataFrame, out: Path, alpha: float | None) -> list[Path]:

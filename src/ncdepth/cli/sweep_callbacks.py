@@ -1,13 +1,15 @@
-"""Hydra callbacks of ``ncdepth-train`` multiruns (registered in ``ncdepth/conf/train.yaml``).
+"""Hydra callbacks of multiruns (registered in ``ncdepth/conf/train.yaml``, ``ufm.yaml``, ``kernels.yaml``).
 
 :class:`SweepStatus` accounts for every job once a multirun ends: each job ends as ``finished``,
-``failed`` (its own ``status.json`` says why), ``running``, ``interrupted`` or ``not started``
-(:mod:`ncdepth.report.collect`), and the sweep exits non-zero unless every job finished.
+``failed`` (its own ``status.json`` says why), ``running``, ``requeued``, ``interrupted`` or ``not
+started`` (:func:`ncdepth.rundir.classify`, through :mod:`ncdepth.report.collect`), and the sweep
+exits non-zero unless every job finished.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -30,9 +32,10 @@ class SweepStatus(Callback):
         try:
             sweep = collect_sweep(sweep_dir)
         except (OSError, ValueError) as error:
-            print(f"ncdepth-train: cannot account for the jobs of {sweep_dir}: {error}", file=sys.stderr)
+            program = Path(sys.argv[0]).name or "ncdepth"
+            print(f"{program}: cannot account for the jobs of {sweep_dir}: {error}", file=sys.stderr)
             raise SystemExit(1) from None
-        unfinished = [run for run in sweep.runs if run.status != FINISHED]
+        unfinished = [run for run in sweep.jobs if run.status != FINISHED]
         for note in sweep.notes:
             print(f"note: {note}")
         for run in unfinished:

@@ -18,7 +18,7 @@ instead
    (``ncdepth-report <sweep dir>``) and exits 0 without waiting;
 4. otherwise waits for every job to end, however it ends, and logs one line per job: its number,
    overrides, Slurm's final state (``COMPLETED``, ``CANCELLED``, ``OUT_OF_MEMORY``, ``NODE_FAIL``,
-   ``TIMEOUT``, ``PREEMPTED``...) and what its run directory says (:func:`ncdepth.rundir.job_outcome`).
+   ``TIMEOUT``, ``PREEMPTED``...) and what its run directory says (:func:`ncdepth.rundir.classify`).
    The sweep's accounting (and exit status) is then :class:`ncdepth.cli.sweep_callbacks.SweepStatus`'s.
 """
 
@@ -38,7 +38,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import OmegaConf, open_dict
 
 from ncdepth.cli.submitit_private import make_executor
-from ncdepth.rundir import FINISHED, job_outcome, read_status
+from ncdepth.rundir import FINISHED, classify, read_status
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,10 @@ def _log_outcome(
     """One line for the job: number, overrides, Slurm job id and state, and what its run
     directory says (and why submitit got no result, when it got none)."""
     label = " ".join(filter_overrides(overrides)) or "no overrides"
-    found = job_outcome(run_dir) if run_dir is not None else "run directory unknown"
+    found = "run directory unknown"
+    if run_dir is not None:
+        run_state, reason = classify(run_dir)
+        found = f"{run_state}: {reason}" if reason else run_state
     where = f"; run {run_dir}" if run_dir is not None else ""
     if problem:
         log.warning(

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ncdepth.cli.submitit_private import read_result
-from ncdepth.rundir import FINISHED, read_status
+from ncdepth.rundir import FINISHED, classify, read_status
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def _ended_job(result: Path) -> tuple[str, str, bool]:
     label ``#<job num> (<overrides>)``; outcome ``finished`` / ``done`` (a run directory with no
     ``status.json``), or why it failed and where to look: the traceback's last line and submitit's
     log when the job process failed, the exception and run directory when the task raised, the
-    state and reason of ``status.json`` when the run recorded its failure and returned."""
+    state and reason :func:`ncdepth.rundir.classify` gives the run directory otherwise."""
     from hydra.core.utils import JobStatus, filter_overrides
 
     job_id = result.name.removesuffix("_0_result.pkl")
@@ -105,9 +105,9 @@ def _ended_job(result: Path) -> tuple[str, str, bool]:
     if value.status != JobStatus.COMPLETED:
         error = value._return_value
         return label, f"FAILED: {type(error).__name__}: {error}; run {run_dir}", True
-    status = read_status(run_dir)
-    if status is None:
+    if read_status(run_dir) is None:  # an app that keeps no status.json: its task returned
         return label, "done", False
-    if status.get("state") == FINISHED:
+    state, reason = classify(run_dir)
+    if state == FINISHED:
         return label, FINISHED, False
-    return label, f"{str(status.get('state')).upper()}: {status.get('reason', '')}; run {run_dir}", True
+    return label, f"{state.upper()}: {reason}; run {run_dir}", True

@@ -6,7 +6,8 @@
     ncdepth-train -m model.depth=2,4,8 seed=0,1     # a sweep, one run directory per job
     ncdepth-train hydra.run.dir=DIR                 # DIR holds a run: resume it
 
-The life of a run directory (file names and formats: :mod:`ncdepth.rundir`):
+The life of a run directory (file names and formats: :mod:`ncdepth.rundir`; the steps are
+:mod:`ncdepth.cli.lifecycle`'s, shared with ``ncdepth-ufm`` and ``ncdepth-kernels``):
 
 1. The config is resolved, validated and every object (data, model, module, trainer) is built
    before the directory receives a file: a wrong value exits 2 with one line naming the key.
@@ -32,9 +33,8 @@ import inspect
 import logging
 import os
 import signal
-import sys
-import traceback
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,6 @@ import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
@@ -50,24 +49,17 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from ncdepth.cli import CONFIG_PATH
-from ncdepth.cli.run_files import log_to_file, save_run_config
+from ncdepth.cli.lifecycle import App, Stop, run_job
 from ncdepth.cli.slurm_layout import slurm_layout_error
 from ncdepth.data import DatasetUnavailableError
 from ncdepth.rundir import (
     CHECKPOINT_DIR,
-    CONFIG_FILE,
     FAILED,
-    FINISHED,
     REQUEUED,
-    RESUMABLE_KEYS,
     RUN_LOG,
-    RUNNING,
-    RunLock,
-    RunLocked,
-    config_differences,
+    TRAIN,
     config_fingerprint,
-    read_status,
-    write_status,
+    resumable_keys,
 )
 from ncdepth.training import NCModule, NeuralCollapseCallback
 from ncdepth.training.checkpointing import RunCheckpoint, resumable_checkpoint
@@ -98,10 +90,6 @@ RANK_VARIABLES = ("RANK", "NODE_RANK", "LOCAL_RANK", "SLURM_PROCID")
 """Set (to a non-zero rank) in every process of a multi-process run but the first."""
 MID_EPOCH_WARNING = "You're resuming from a checkpoint that ended before the epoch ended"
 """Lightning's warning on a mid-epoch resume; ``NCDataModule`` restores the position itself."""
-
-
-class RunRefused(Exception):
-    """The run directory holds a run this process must not touch."""
 
 
 def build_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, NCModule, pl.LightningDataModule]:
@@ -173,38 +161,25 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     return None
 
 
-def check_run_dir(run_dir: Path, config: dict[str, Any]) -> bool:
-    """Whether ``run_dir`` still has work for ``config``: ``False`` for a finished run asked for no
-    more epochs. Raises :class:`RunRefused` when the directory holds a run whose config differs in a
-    key outside :data:`RESUMABLE_KEYS`."""
-    status = read_status(run_dir)
-    earlier = status.get("config") if status else _legacy_config(run_dir)
-    if earlier is None:
-        return True
-    differences = config_differences(earlier, config)
-    if differences:
-        raise RunRefused(
-            f"run directory {run_dir} holds a run with another config; rerunning there would mix two "
-            f"experiments. Differing keys: {'; '.join(differences)}. Only these keys may change on "
-            f"resume: {', '.join(RESUMABLE_KEYS)}. Choose another hydra.run.dir for a new run."
-        )
-    more_epochs = config["trainer"]["max_epochs"] > earlier["trainer"]["max_epochs"]
-    return not (status and status.get("state") == FINISHED and not more_epochs)
-
-
-def _legacy_config(run_dir: Path) -> dict[str, Any] | None:
-    """The resolved ``.hydra/config.yaml`` of a run directory written before ``status.json``."""
-    if not (run_dir / CONFIG_FILE).is_file():
-        return None
-    try:
-        return OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE), resolve=True)
-    except Exception:  # an interpolation this process cannot resolve: compare it unresolved
-        return OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE))
-
-
 def is_rank_zero_process() -> bool:
     """Whether this is the first process of the run (every one, outside multi-process runs)."""
     return all(os.environ.get(variable, "0") == "0" for variable in RANK_VARIABLES)
+
+
+def more_epochs(earlier: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    """Whether ``config`` asks a finished run for more epochs than ``earlier`` trained."""
+    return config["trainer"]["max_epochs"] > earlier["trainer"]["max_epochs"]
+
+
+TRAIN_APP = App(
+    name=TRAIN,
+    program="ncdepth-train",
+    log_file=RUN_LOG,
+    build_errors=BUILD_ERRORS,
+    resumable=resumable_keys,
+    more_work=more_epochs,
+)
+"""``ncdepth-train``'s run lifecycle (:mod:`ncdepth.cli.lifecycle`)."""
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
@@ -212,103 +187,33 @@ def main(cfg: DictConfig) -> None:
     """Run one job (module docstring). A single run exits 2 on a config it cannot build or a run
     directory it must not touch; a job of a multirun records the failure and returns."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     warnings.filterwarnings("ignore", message=MID_EPOCH_WARNING)
     if not is_rank_zero_process():
         trainer, module, datamodule = build_run(cfg, run_dir)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
         return
-    try:
-        trainer, module, datamodule = build_run(cfg, run_dir)
-        config = OmegaConf.to_container(cfg, resolve=True)
-        if not check_run_dir(run_dir, config):
-            print(f"ncdepth-train: {run_dir} holds a finished run with this config: nothing to do")
-            return
-    except (*BUILD_ERRORS, RunRefused) as error:  # names the key or the files; no traceback
-        _refuse(error, cfg, run_dir, multirun, record=not isinstance(error, RunRefused))
-        return
-    except Exception as error:
-        if not multirun:
-            raise
-        _refuse(error, cfg, run_dir, multirun, record=True, details=traceback.format_exc())
-        return
-    try:
-        with RunLock(run_dir):
-            _train(cfg, config, run_dir, trainer, module, datamodule, multirun)
-    except (RunLocked, RunRefused) as error:
-        _refuse(error, cfg, run_dir, multirun, record=False)
+
+    def fit(built: tuple[pl.Trainer, NCModule, pl.LightningDataModule]) -> None:
+        trainer, module, datamodule = built
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
+
+    run_job(TRAIN_APP, cfg, lambda: build_run(cfg, run_dir), fit, stopped_by_signal)
 
 
-def _train(
-    cfg: DictConfig,
-    config: dict[str, Any],
-    run_dir: Path,
-    trainer: pl.Trainer,
-    module: NCModule,
-    datamodule: pl.LightningDataModule,
-    multirun: bool,
-) -> None:
-    """Fit under the lock, recording the outcome in ``status.json``."""
-    if not check_run_dir(run_dir, config):  # the directory may have changed while we built
-        print(f"ncdepth-train: {run_dir} holds a finished run with this config: nothing to do")
-        return
-    save_run_config(cfg, run_dir)
-    attempts = int((read_status(run_dir) or {}).get("attempts", 0)) + 1
-    write_status(run_dir, RUNNING, fingerprint=config_fingerprint(config), config=config, attempts=attempts)
-    checkpointing = next(callback for callback in trainer.callbacks if isinstance(callback, RunCheckpoint))
-    with log_to_file(run_dir / RUN_LOG):
-        try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
-        except BaseException as error:  # the traceback goes to train.log; the reason to status.json
-            if checkpointing.stopped_by is not None:  # a preemption: submitit's exit or ours
-                signame = signal.Signals(checkpointing.stopped_by).name
-                if checkpointing.handed_over:  # submitit requeued the task: Slurm starts it again
-                    write_status(run_dir, REQUEUED, f"stopped by {signame} after a checkpoint: requeued")
-                    raise
-                if checkpointing.refused is not None:  # nothing will requeue it: a failure, no traceback
-                    _record_failure(run_dir, f"out of requeues (rerun to resume): {checkpointing.refused}")
-                    if multirun:
-                        return
-                    raise
-                _record_failure(run_dir, f"stopped by {signame} after a checkpoint: resumes when rerun")
-                raise
-            log.exception("training failed")
-            _record_failure(run_dir, f"{type(error).__name__}: {error}".strip())
-            if multirun and isinstance(error, Exception):
-                return
-            raise
-    write_status(run_dir, FINISHED)
-
-
-def _record_failure(run_dir: Path, reason: str) -> None:
-    """``status.json`` failed with ``reason``; when even that cannot be written (the disk is full),
-    the run stays ``running`` without an owner, which the report lists as interrupted."""
-    try:
-        write_status(run_dir, FAILED, reason)
-    except OSError:
-        log.exception("could not record the failure in %s", run_dir)
-
-
-def _refuse(
-    error: BaseException,
-    cfg: DictConfig,
-    run_dir: Path,
-    multirun: bool,
-    *,
-    record: bool,
-    details: str = "",
-) -> None:
-    """Report ``error`` in one line. In a multirun, a job directory that holds no earlier run
-    records it (``.hydra/``, ``status.json`` failed) and the sweep goes on; a single run exits 2."""
-    message = f"{type(error).__name__}: {error}" if details else str(error)
-    print(f"ncdepth-train: error: {message}", file=sys.stderr)
-    if not multirun:
-        raise SystemExit(2)
-    if record and read_status(run_dir) is None and not (run_dir / CONFIG_FILE).exists():
-        save_run_config(cfg, run_dir)
-        write_status(run_dir, FAILED, message, attempts=1)
-        if details:
-            (run_dir / RUN_LOG).write_text(details)
+def stopped_by_signal(built: tuple[pl.Trainer, NCModule, pl.LightningDataModule]) -> Stop | None:
+    """How a signal stopped training after a checkpoint (submitit's exit or ours), else ``None``:
+    ``requeued`` when submitit handed the task back to Slurm, which starts it again; ``failed`` without a
+    traceback in a multirun when submitit refused to requeue it (its time-outs are used up); else
+    ``failed``, resuming when rerun."""
+    checkpointing = next(callback for callback in built[0].callbacks if isinstance(callback, RunCheckpoint))
+    if checkpointing.stopped_by is None:
+        return None
+    signame = signal.Signals(checkpointing.stopped_by).name
+    if checkpointing.handed_over:
+        return Stop(REQUEUED, f"stopped by {signame} after a checkpoint: requeued")
+    if checkpointing.refused is not None:
+        return Stop(FAILED, f"out of requeues (rerun to resume): {checkpointing.refused}", quiet=True)
+    return Stop(FAILED, f"stopped by {signame} after a checkpoint: resumes when rerun")
 
 
 def _trainer_options(node: DictConfig) -> dict[str, Any]:

@@ -5,17 +5,23 @@ closed form (Dang et al. 2023) (Hydra app).
     ncdepth-ufm depth=6 class_sizes=[200,100,50,50] weight_decay=2e-2 feature_decay=2e-2
     ncdepth-ufm +ufm_experiment=imbalanced_quick -m      # a sweep over depth and decay
 
-One job of :mod:`ncdepth.theory.ufm_job` per run directory: ``ufm.csv``, ``summary.json``,
-``.hydra/`` (once the config is valid) and ``ufm.log``. A job whose objective gap ``(f - f*)/f*``
-is not below ``OBJECTIVE_GAP_TOL`` (it ended in a spurious minimum) logs a warning naming the gap.
-A wrong config value exits with status 2 and a message naming the key, before any file is written.
+One job of :mod:`ncdepth.theory.ufm_job` per run directory, with ``ncdepth-train``'s run lifecycle
+(:mod:`ncdepth.cli.lifecycle`): ``status.json``, the lock, the config fingerprint (``threads`` may
+change on a rerun, nothing else), a failed job recorded while a multirun goes on, and a rerun that
+skips a finished job and recomputes any other from the start (a job is one computation without
+checkpoints: a rerun ends with the result files of an uninterrupted run). The run directory gets
+``ufm.csv``, ``summary.json``, ``.hydra/`` (once the config is valid) and ``ufm.log``. A job whose
+objective gap ``(f - f*)/f*`` is not below ``OBJECTIVE_GAP_TOL`` (it ended in a spurious minimum)
+logs a warning naming the gap. A wrong config value is one line naming the key, before any file is
+written: exit 2 for a single run, the job recorded ``failed`` in a multirun.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -23,50 +29,57 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ncdepth.cli import CONFIG_PATH
-from ncdepth.cli.run_files import log_to_file, save_run_config
-from ncdepth.rundir import UFM_LOG
-from ncdepth.theory.ufm_job import run_job, write_outputs
+from ncdepth.cli.lifecycle import App, run_job
+from ncdepth.rundir import UFM, UFM_LOG
+from ncdepth.theory import ufm_job
 from ncdepth.theory.ufm_job_config import UFMJob
 from ncdepth.validation import from_node
 
 log = logging.getLogger(__name__)
 
 
+def _resumable(config: Mapping[str, Any]) -> tuple[str, ...]:
+    return ("threads",)
+
+
+UFM_APP = App(name=UFM, program="ncdepth-ufm", log_file=UFM_LOG, resumable=_resumable)
+"""``ncdepth-ufm``'s run lifecycle: only the thread count may change on a rerun."""
+
+
 @hydra.main(config_path=CONFIG_PATH, config_name="ufm", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Run one UFM job (module docstring); outputs in the Hydra run directory."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        job = from_node(UFMJob, "", OmegaConf.to_container(cfg, resolve=True))
-    except ValueError as error:  # names the key; no traceback
-        print(f"ncdepth-ufm: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    save_run_config(cfg, run_dir)
+    run_job(
+        UFM_APP,
+        cfg,
+        lambda: from_node(UFMJob, "", OmegaConf.to_container(cfg, resolve=True)),
+        lambda job: run(job, run_dir),
+    )
+
+
+def run(job: UFMJob, run_dir: Path) -> None:
+    """Optimise ``job``, write its results into ``run_dir`` and log the outcome."""
     torch.set_num_threads(job.threads)
-    with log_to_file(run_dir / UFM_LOG):
-        try:
-            result, summary = run_job(job)
-        except BaseException:  # recorded in ufm.log so that the report lists the job as failed
-            log.exception("ufm job failed")
-            raise
-        write_outputs(run_dir, result, summary)
-        log.info(
-            "depth %d: objective %.10g, closed form %s, collapsed predicted %s, measured %s (%.1fs)",
-            job.depth,
-            summary["final_objective"],
-            summary["fstar"],
-            None if summary["predicted"] is None else summary["predicted"]["collapsed"],
-            summary["measured"]["collapsed"],
-            summary["seconds"],
+    result, summary = ufm_job.run_job(job)
+    ufm_job.write_outputs(run_dir, result, summary)
+    log.info(
+        "depth %d: objective %.10g, closed form %s, collapsed predicted %s, measured %s (%.1fs)",
+        job.depth,
+        summary["final_objective"],
+        summary["fstar"],
+        None if summary["predicted"] is None else summary["predicted"]["collapsed"],
+        summary["measured"]["collapsed"],
+        summary["seconds"],
+    )
+    if summary["reached_optimum"] is False:
+        log.warning(
+            "did not reach the closed-form optimum f*: objective gap (f - f*)/f* = %.3g >= %g "
+            "(a spurious local minimum, or too few iterations); its measured geometry does not "
+            "stand for the closed form's",
+            summary["objective_gap"],
+            summary["objective_gap_tol"],
         )
-        if summary["reached_optimum"] is False:
-            log.warning(
-                "did not reach the closed-form optimum f*: objective gap (f - f*)/f* = %.3g >= %g "
-                "(a spurious local minimum, or too few iterations); its measured geometry does not "
-                "stand for the closed form's",
-                summary["objective_gap"],
-                summary["objective_gap_tol"],
-            )
 
 
 if __name__ == "__main__":

@@ -10,22 +10,19 @@ called (``<num>``, or ``<num>_<Slurm job id>``). A job that no run directory cla
 ``glob(...)`` that needs Hydra's config loader), the sweep is the run directories found, with a note
 saying why (:attr:`Sweep.notes`); a run directory no job claims is listed too, with a note.
 
-**The status** of a run directory comes from its ``status.json`` (:mod:`ncdepth.rundir`):
+**The status** of a job is :func:`ncdepth.rundir.classify`'s (``finished``, ``failed``,
+``running``, ``requeued``, ``interrupted``, ``not started``), from its ``status.json``, its lock, its
+result files, its logs (``*.log`` and ``*.err`` in the run directory and, for a job launched through
+submitit, in ``<sweep dir>/.submitit/<hydra.job.id>/``) and, for ``ncdepth-train``, whether its
+``metrics.csv`` parses. **The app** of a run directory is :func:`ncdepth.rundir.run_app`'s; the
+sweep's is ``multirun.yaml``'s ``hydra.job.name`` (else the apps of its runs): so a sweep in which
+every job failed is still reported as the app's.
 
-- ``finished``: state ``finished``, with a readable ``metrics.csv`` and ``summary.json`` (else
-  ``failed``, naming what is missing);
-- ``failed``: state ``failed``, with its ``reason`` (else the error its logs end in);
-- ``running``: state ``running``, and a live process holds the directory's ``.lock``;
-- ``interrupted``: state ``running`` and no live process holds the lock (killed: ``kill -9``, out
-  of memory, a time limit); the reason says whether ``checkpoints/last.ckpt`` lets it resume.
-
-A run directory without ``status.json`` (older runs, ``ncdepth-ufm``, ``ncdepth-kernels``) is
-classified from its files: ``failed`` when it has no readable ``metrics.csv`` or one of its logs ends
-in an error (a Python exception line, a ``[ERROR]`` record, a ``slurmstepd: error:`` line such as an
-OOM kill or a cancellation at the time limit; its logs are ``*.log`` and ``*.err`` in the run
-directory and, for a job launched through submitit, in ``<sweep dir>/.submitit/<hydra.job.id>/``);
-``running`` or ``interrupted`` (by the lock, as above) when it has metrics but no readable
-``summary.json``; ``finished`` otherwise.
+**Two sweeps in one directory.** A run directory that claims a job number but whose overrides (or
+app) are not that job's in ``multirun.yaml`` belongs to another sweep started into the same sweep
+directory (``multirun.yaml`` is the last one's): it is listed after the jobs with a note, counted
+apart (:attr:`Sweep.foreign`), and the job whose place it takes counts as ``not started``, with
+that reason.
 
 The swept values of a run are the keys of its ``.hydra/overrides.yaml`` (a job not started: of its
 overrides in the expansion), ``+``/``++``/``~`` stripped, parsed by Hydra's own override grammar
@@ -50,38 +47,27 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ncdepth.rundir import (
+    APPS,
     CONFIG_FILE,
-    FAILED,
-    FINISHED,
     HYDRA_CONFIG_FILE,
-    LAST_CHECKPOINT,
-    LOCK_FILE,
+    JOB_STATES,
     METRIC_COLUMNS,
     METRICS_FILE,
+    NOT_STARTED,
     OVERRIDES_FILE,
-    REQUEUED,
-    RUNNING,
-    STATUS_FILE,
     SUMMARY_FILE,
-    lock_owner,
+    TRAIN,
+    classify,
     read_json,
-    read_status,
+    run_app,
 )
 
-INTERRUPTED = "interrupted"
-NOT_STARTED = "not started"
-STATUSES = (FINISHED, FAILED, RUNNING, REQUEUED, INTERRUPTED, NOT_STARTED)
-"""Every status a job can have (module docstring), in the order the counts are printed."""
 MULTIRUN_FILE = "multirun.yaml"
 BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
 SUBMITIT_DIR = ".submitit"
-LOG_PATTERNS = ("*.log", "*.err")
 TABLE_COLUMNS = ("run", "epoch", "split", "layer", "layer_index", "metric", "value")
 """Columns of the report table after the swept keys."""
 SEED_KEY = "seed"
-
-_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)?(Error|Exception|Interrupt|Exit)\b")
-_ERROR_RECORD = re.compile(r"\]\[ERROR\]|\bERROR\b\s*[-:]|^slurmstepd: error:")
 
 
 @dataclass(frozen=True)
@@ -94,12 +80,14 @@ class Run:
     ``reason`` says why a run is not ``finished`` (empty when it is); ``metrics`` holds
     :data:`METRIC_COLUMNS` plus ``layer_index`` (1-based depth order, the order in which layers first
     appear in ``metrics.csv``), or is ``None``; ``summary`` is the parsed ``summary.json`` or
-    ``None``; ``config`` is empty for a job not started.
+    ``None``; ``config`` is empty for a job not started; ``app`` is the app that wrote it
+    (:data:`ncdepth.rundir.APPS`; the sweep's for a job not started).
     """
 
     path: Path | None
     name: str
     job: int | None
+    app: str
     status: str
     reason: str
     overrides: dict[str, Any]
@@ -115,7 +103,8 @@ class Sweep:
 
     ``swept_keys`` are the override keys of all runs in first-seen order; ``values`` maps each run
     name to its value of every swept key (from its overrides, else its config, else ``None``);
-    ``notes`` say how the jobs were found when not from ``multirun.yaml`` alone.
+    ``app`` is the sweep's app (module docstring); ``notes`` say how the jobs were found when not
+    from ``multirun.yaml`` alone, and name run directories of another sweep or app.
     """
 
     directory: Path
@@ -123,6 +112,14 @@ class Sweep:
     swept_keys: list[str]
     values: dict[str, dict[str, Any]] = field(repr=False)
     notes: list[str] = field(default_factory=list)
+    app: str = TRAIN
+    foreign: list[str] = field(default_factory=list)
+    """Names of the run directories of another sweep (module docstring), listed last in ``runs``."""
+
+    @property
+    def jobs(self) -> list[Run]:
+        """:attr:`runs` less the run directories of another sweep."""
+        return [run for run in self.runs if run.name not in self.foreign]
 
     @property
     def varying_keys(self) -> list[str]:
@@ -137,12 +134,14 @@ class Sweep:
         return [key for key in self.varying_keys if key != SEED_KEY]
 
     def counts(self) -> str:
-        """``"N jobs in DIR: a finished, b failed, c running, d interrupted, e not started"``, with
-        ``r requeued`` after ``running`` when a job waits for its requeue."""
-        counts = Counter(run.status for run in self.runs)
-        return f"{len(self.runs)} jobs in {self.directory}: " + ", ".join(
-            f"{counts[status]} {status}" for status in STATUSES if status != REQUEUED or counts[status]
+        """``"N jobs in DIR: a finished, b failed, c running, d requeued, e interrupted, f not
+        started"`` (:data:`ncdepth.rundir.JOB_STATES`) of :attr:`jobs`, then how many run
+        directories of another sweep there are, if any."""
+        counts = Counter(run.status for run in self.jobs)
+        line = f"{len(self.jobs)} jobs in {self.directory}: " + ", ".join(
+            f"{counts[status]} {status}" for status in JOB_STATES
         )
+        return line + (f"; and {len(self.foreign)} run directories of another sweep" if self.foreign else "")
 
     def describe(self, run: Run) -> str:
         """One line for ``run``: its status, name, values of the varying keys (of every swept key
@@ -192,15 +191,30 @@ def sweep_jobs(sweep_dir: str | Path) -> list[list[str]]:
     (:func:`job_batches` of its ``multirun.yaml``). Raises ``ValueError`` saying why when
     ``multirun.yaml`` is missing, unreadable or does not expand."""
     path = Path(sweep_dir) / MULTIRUN_FILE
-    if not path.is_file():
-        raise ValueError(f"no {MULTIRUN_FILE} in {sweep_dir}")
     try:
-        config = OmegaConf.load(path)
-        if not isinstance(config, DictConfig):
-            raise ValueError("it is not a mapping")
-        return [job for batch in job_batches(config) for job in batch]
+        return [job for batch in job_batches(_multirun_config(sweep_dir)) for job in batch]
     except (ValueError, OSError, OmegaConfBaseException) as error:
         raise ValueError(f"cannot expand the jobs of {path}: {error}") from error
+
+
+def multirun_app(sweep_dir: str | Path) -> str | None:
+    """The app (:data:`ncdepth.rundir.APPS`) that ``multirun.yaml``'s ``hydra.job.name`` names;
+    ``None`` without a readable ``multirun.yaml`` or when it names none."""
+    try:
+        name = OmegaConf.select(_multirun_config(sweep_dir), "hydra.job.name", default=None)
+    except (ValueError, OSError, OmegaConfBaseException):
+        return None
+    return name if name in APPS else None
+
+
+def _multirun_config(sweep_dir: str | Path) -> DictConfig:
+    path = Path(sweep_dir) / MULTIRUN_FILE
+    if not path.is_file():
+        raise ValueError(f"no {MULTIRUN_FILE} in {sweep_dir}")
+    config = OmegaConf.load(path)
+    if not isinstance(config, DictConfig):
+        raise ValueError("it is not a mapping")
+    return config
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
@@ -215,20 +229,6 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
             value = override.get_value_element_as_str()
         values[override.key_or_group] = value
     return values
-
-
-def log_error(*directories: str | Path) -> str | None:
-    """The last line of the first log (``*.log``, ``*.err``) in ``directories`` that ends in an
-    error (``ValueError: ...``, ``KeyboardInterrupt``, a ``[ERROR]`` record, ``slurmstepd:
-    error: ...``), prefixed by the log's name; ``None`` when no log ends so."""
-    for directory in directories:
-        for pattern in LOG_PATTERNS:
-            for log in sorted(Path(directory).glob(pattern)):
-                lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
-                lines = [line for line in lines if line]
-                if lines and (_EXCEPTION_LINE.match(lines[-1]) or _ERROR_RECORD.search(lines[-1])):
-                    return f"{log.name}: {lines[-1]}"
-    return None
 
 
 def read_metrics(path: str | Path) -> pd.DataFrame:
@@ -249,24 +249,27 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
 
 
 def load_run(run_dir: str | Path, sweep_dir: str | Path) -> Run:
-    """Read one run directory (its config, job number, overrides, metrics, summary) and classify
-    it (module docstring)."""
+    """Read one run directory (its config, job number, app, overrides, metrics, summary) and
+    classify it (:func:`ncdepth.rundir.classify`)."""
     path = Path(run_dir)
     name = path.relative_to(sweep_dir).as_posix()
     config = OmegaConf.load(path / CONFIG_FILE)
     if not isinstance(config, DictConfig):
         raise ValueError(f"{path / CONFIG_FILE} must hold a mapping, got a list")
     job = _hydra_job(path)
+    app = run_app(path, job.get("name"))
     overrides_file = path / OVERRIDES_FILE
     overrides = parse_overrides(_string_list(overrides_file)) if overrides_file.exists() else {}
-    metrics, metrics_problem = _try_read_metrics(path / METRICS_FILE)
-    summary, summary_problem = _try_read_summary(path / SUMMARY_FILE)
-    logs = [path]
+    metrics, problem = _try_read_metrics(path / METRICS_FILE) if app == TRAIN else (None, "")
+    summary = read_json(path / SUMMARY_FILE)
+    logs = []
     submitit_logs = path.parent / SUBMITIT_DIR / str(job.get("id"))
     if "id" in job and submitit_logs.is_dir():  # Slurm: the array task's <job id>_<task id>
         logs.append(submitit_logs)
-    status, reason = _classify(path, logs, metrics, metrics_problem, summary_problem)
-    return Run(path, name, job.get("num"), status, reason, overrides, config, metrics, summary)
+    last = int(metrics["epoch"].max()) if metrics is not None and len(metrics) else None
+    progress = f"last measured epoch: {last}" if app == TRAIN else ""
+    status, reason = classify(path, app, problems=[problem] if problem else [], logs=logs, progress=progress)
+    return Run(path, name, job.get("num"), app, status, reason, overrides, config, metrics, summary)
 
 
 def collect_sweep(sweep_dir: str | Path) -> Sweep:
@@ -277,35 +280,49 @@ def collect_sweep(sweep_dir: str | Path) -> Sweep:
     if not root.is_dir():
         raise FileNotFoundError(f"sweep directory {root} does not exist or is not a directory")
     found = [load_run(run_dir, root) for run_dir in find_run_dirs(root)]
+    app = multirun_app(root) or _most_common([run.app for run in found]) or TRAIN
     notes: list[str] = []
+    foreign: list[str] = []
     try:
         jobs = sweep_jobs(root)
     except ValueError as error:
         notes.append(f"{error}; the jobs are the run directories found")
         runs = found
     else:
-        runs = _account_for(jobs, found, root, notes)
+        runs = _account_for(jobs, found, root, app, notes, foreign)
     if not runs:
         raise ValueError(f"sweep directory {root} holds no run directory (a directory with {CONFIG_FILE})")
+    others = sorted({run.app for run in found} - {app})
+    if others:
+        names = ", ".join(run.name for run in found if run.app != app)
+        notes.append(
+            f"run directories of another app ({', '.join(others)}) than the sweep's ({app}): {names}"
+        )
     keys = list(dict.fromkeys(key for run in runs for key in run.overrides))
     reserved = [key for key in keys if key in TABLE_COLUMNS]
     if reserved:
         raise ValueError(f"override keys {reserved} clash with the report columns {list(TABLE_COLUMNS)}")
     values = {run.name: {key: _swept_value(run, key) for key in keys} for run in runs}
-    return Sweep(root, runs, keys, values, notes)
+    return Sweep(root, runs, keys, values, notes, app, foreign)
 
 
-def _account_for(jobs: list[list[str]], found: list[Run], root: Path, notes: list[str]) -> list[Run]:
-    """Every job in order: the run directories claiming its number (a job not started when none
-    does), then the run directories no job claims (noted)."""
+def _account_for(
+    jobs: list[list[str]], found: list[Run], root: Path, app: str, notes: list[str], foreign_names: list[str]
+) -> list[Run]:
+    """Every job in order: the run directories claiming its number with its overrides and app (a
+    job not started when none does), then the run directories no job claims and those of another
+    sweep (noted; their names appended to ``foreign_names``)."""
     claimed: dict[int, list[Run]] = {}
+    foreign: dict[int, list[Run]] = {}
     for run in found:
-        if run.job is not None:
-            claimed.setdefault(run.job, []).append(run)
+        if run.job is None or not 0 <= run.job < len(jobs):
+            continue
+        ours = run.app == app and run.overrides == parse_overrides(jobs[run.job])
+        (claimed if ours else foreign).setdefault(run.job, []).append(run)
     runs = [
         run
         for number, overrides in enumerate(jobs)
-        for run in claimed.get(number) or [_not_started(number, overrides, root)]
+        for run in claimed.get(number) or [_not_started(number, overrides, root, app, foreign.get(number))]
     ]
     strays = [run for run in found if run.job is None or not 0 <= run.job < len(jobs)]
     if strays:
@@ -313,25 +330,36 @@ def _account_for(jobs: list[list[str]], found: list[Run], root: Path, notes: lis
         notes.append(
             f"run directories that no job of {MULTIRUN_FILE} claims (listed after the jobs): {names}"
         )
-    return runs + strays
+    others = [run for number in sorted(foreign) for run in foreign[number]]
+    foreign_names += [run.name for run in others]
+    if others:
+        names = ", ".join(run.name for run in others)
+        notes.append(
+            f"two different sweeps were started into {root}: run directories {names} hold jobs of "
+            f"another sweep than the one {MULTIRUN_FILE} describes (the last one started); listed "
+            "after the jobs, and the jobs of this sweep in their place count as not started"
+        )
+    return runs + strays + others
 
 
-def _not_started(number: int, overrides: list[str], root: Path) -> Run:
-    """A job without a run directory; the reason names a directory ``<number>`` or
-    ``<number>_...`` that exists without ``.hydra/config.yaml`` (the job stopped, or is still
-    starting, before writing its config)."""
-    pattern = re.compile(rf"{number}(_.*)?")
-    leftover = sorted(path.name for path in root.glob(f"{number}*") if pattern.fullmatch(path.name))
-    reason = (
-        f"{leftover[0]}/ exists without {CONFIG_FILE}: the job stopped (or is still starting) before "
-        "writing its config"
-        if leftover
-        else "no run directory"
-    )
+def _not_started(number: int, overrides: list[str], root: Path, app: str, foreign: list[Run] | None) -> Run:
+    """A job without a run directory of its own: :func:`ncdepth.rundir.classify` of a directory
+    ``<number>`` or ``<number>_...`` that exists without ``.hydra/config.yaml``, or the run
+    directories of another sweep that hold its place."""
+    if foreign:
+        names = ", ".join(run.name for run in foreign)
+        reason = (
+            f"its place is taken by {names}, a job of another sweep ({' '.join(_as_overrides(foreign[0]))})"
+        )
+    else:
+        pattern = re.compile(rf"{number}(_.*)?")
+        leftover = sorted(path for path in root.glob(f"{number}*") if pattern.fullmatch(path.name))
+        _, reason = classify(leftover[0] if leftover else None, app)
     return Run(
         path=None,
-        name=str(number),
+        name=f"job {number}" if foreign else str(number),  # the other sweep's run is named str(number)
         job=number,
+        app=app,
         status=NOT_STARTED,
         reason=reason,
         overrides=parse_overrides(overrides),
@@ -341,51 +369,23 @@ def _not_started(number: int, overrides: list[str], root: Path) -> Run:
     )
 
 
-def _classify(
-    path: Path, logs: list[Path], metrics: pd.DataFrame | None, metrics_problem: str, summary_problem: str
-) -> tuple[str, str]:
-    """``(status, reason)`` of a run directory (module docstring); ``*_problem`` say why
-    ``metrics.csv`` or ``summary.json`` is missing or unreadable (empty when it is fine)."""
-    status = read_status(path) or {}
-    state = status.get("state")
-    if state == FINISHED:
-        problems = "; ".join(problem for problem in (metrics_problem, summary_problem) if problem)
-        return (FAILED, f"{STATUS_FILE} says finished, but: {problems}") if problems else (FINISHED, "")
-    if state == FAILED:
-        return FAILED, str(status.get("reason") or "") or log_error(*logs) or "no reason recorded"
-    if state == RUNNING:
-        return _running_or_interrupted(path, metrics, "")
-    if state == REQUEUED:  # waiting in the queue for Slurm to start it again
-        return REQUEUED, str(status.get("reason") or "")
-    error = log_error(*logs)  # no status.json: older runs, ncdepth-ufm, ncdepth-kernels
-    if metrics is None or error is not None:
-        return FAILED, "; ".join(text for text in (metrics_problem, error) if text)
-    if summary_problem:
-        return _running_or_interrupted(path, metrics, summary_problem)
-    return FINISHED, ""
+def _as_overrides(run: Run) -> list[str]:
+    return [f"{key}={value}" for key, value in run.overrides.items()]
 
 
-def _running_or_interrupted(path: Path, metrics: pd.DataFrame | None, detail: str) -> tuple[str, str]:
-    """``running`` when a live process holds the run's lock, else ``interrupted``; the reason
-    adds the owner or whether a checkpoint lets the run resume, and the last measured epoch."""
-    last = int(metrics["epoch"].max()) if metrics is not None and len(metrics) else None
-    owner = lock_owner(path)
-    if owner is not None:
-        facts = [detail, f"owned by {owner}", f"last measured epoch: {last}"]
-        return RUNNING, "; ".join(fact for fact in facts if fact)
-    resume = f"resumable from {LAST_CHECKPOINT}" if (path / LAST_CHECKPOINT).is_file() else "no checkpoint"
-    facts = [detail, f"no live process holds {LOCK_FILE} (killed?)", f"last measured epoch: {last}", resume]
-    return INTERRUPTED, "; ".join(fact for fact in facts if fact)
+def _most_common(values: list[str]) -> str | None:
+    return Counter(values).most_common(1)[0][0] if values else None
 
 
 def _hydra_job(path: Path) -> dict[str, Any]:
-    """``num`` and ``id`` of ``hydra.job`` in the run's ``.hydra/hydra.yaml``, those it sets (a
-    single run has no ``num``; no ``hydra.yaml``, neither)."""
+    """``num``, ``id`` and ``name`` of ``hydra.job`` in the run's ``.hydra/hydra.yaml``, those it
+    sets (a single run has no ``num``; no ``hydra.yaml``, none)."""
     hydra_config = path / HYDRA_CONFIG_FILE
     job = OmegaConf.select(OmegaConf.load(hydra_config), "hydra.job") if hydra_config.is_file() else None
     if not isinstance(job, DictConfig):
         return {}
-    return {key: job[key] for key in ("num", "id") if key in job and not OmegaConf.is_missing(job, key)}
+    keys = ("num", "id", "name")
+    return {key: job[key] for key in keys if key in job and not OmegaConf.is_missing(job, key)}
 
 
 def _swept_value(run: Run, key: str) -> Any:
@@ -396,19 +396,14 @@ def _swept_value(run: Run, key: str) -> Any:
 
 
 def _try_read_metrics(path: Path) -> tuple[pd.DataFrame | None, str]:
+    """The run's metrics and ``""``; ``None`` and why when the file exists but does not parse;
+    ``None`` and ``""`` when it is missing (:func:`ncdepth.rundir.classify` names that)."""
     if not path.exists():
-        return None, f"no {METRICS_FILE}"
+        return None, ""
     try:
         return read_metrics(path), ""
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         return None, f"unreadable {METRICS_FILE}: {error}"
-
-
-def _try_read_summary(path: Path) -> tuple[dict[str, Any] | None, str]:
-    if not path.exists():
-        return None, f"no {SUMMARY_FILE}"
-    summary = read_json(path)
-    return (summary, "") if summary is not None else (None, f"unreadable {SUMMARY_FILE} (not a JSON object)")
 
 
 def _string_list(path: Path) -> list[str]:

@@ -21,17 +21,18 @@ from matplotlib.figure import Figure
 from ncdepth.report.bound import BOUND_FIGURE, bound_figure, bound_table, is_bound_sweep
 from ncdepth.report.collect import collect_sweep
 from ncdepth.report.figures import training_figures
-from ncdepth.report.kernels import collect_kernel_runs, is_kernel_sweep, kernel_figures
+from ncdepth.report.kernels import collect_kernel_runs, kernel_figures
 from ncdepth.report.style import save_figure
 from ncdepth.report.tables import runs_table, tidy_table
+from ncdepth.rundir import KERNELS
 
 
 def sweep_figures(sweep_dir: str | Path) -> dict[str, Callable[[], Figure]]:
     """``{name: draw}`` for every figure a sweep directory can have (module docstring); ``draw()``
     raises :class:`ncdepth.report.style.NothingToPlot` when the sweep cannot support it."""
-    if is_kernel_sweep(sweep_dir):
-        return kernel_figures(collect_kernel_runs(sweep_dir)[0])
     sweep = collect_sweep(sweep_dir)
+    if sweep.app == KERNELS:
+        return kernel_figures(collect_kernel_runs(sweep))
     runs = runs_table(sweep)
     figures = training_figures(tidy_table(sweep), runs, sweep.grouping_keys)
     if is_bound_sweep(sweep):

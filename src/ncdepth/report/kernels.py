@@ -1,9 +1,9 @@
 """Aggregate a sweep of ``ncdepth-kernels`` jobs: one tidy table and Kothapalli & Tirer's figures.
 
-Each job writes ``kernels.csv`` into its run directory (a directory holding ``.hydra/config.yaml``)
-with the columns :data:`ncdepth.rundir.KERNELS_COLUMNS`. A run without a readable
-``kernels.csv`` is *failed* (listed with its reason in ``kernels_runs.csv``, never fatal). The
-figures, from the ``nc1_trace_ratio`` rows, averaged over seeds (mean and a band from the lowest to the
+Each job writes ``kernels.csv`` into its run directory with the columns
+:data:`ncdepth.rundir.KERNELS_COLUMNS`. The jobs and their states are the sweep's
+(:func:`ncdepth.report.collect.collect_sweep`, whose ``runs.csv`` lists them all); the table holds
+the finished ones, and the jobs that did not finish are logged, never fatal. The figures, from the ``nc1_trace_ratio`` rows, averaged over seeds (mean and a band from the lowest to the
 highest seed, as the legend says; :mod:`ncdepth.report.style`):
 
 * ``kernels_nc1_vs_d0``: ``log10 NC1`` against ``d0`` for balanced class sizes, one panel per
@@ -29,9 +29,9 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ncdepth.report.collect import find_run_dirs
+from ncdepth.report.collect import Sweep
 from ncdepth.report.style import PANEL_SIZE, NothingToPlot, log_axis, save_figure, seed_mean, spread_handle
-from ncdepth.rundir import CONFIG_FILE, HYDRA_CONFIG_FILE, KERNELS_COLUMNS, KERNELS_FILE, KERNELS_NC1
+from ncdepth.rundir import FINISHED, KERNELS_COLUMNS, KERNELS_FILE, KERNELS_NC1
 
 log = logging.getLogger(__name__)
 
@@ -39,46 +39,23 @@ DATA = "data"
 ADAPTIVE = "adaptive"
 QUANTITY_ORDER = ("data", "nngp_relu", "ntk_relu", "nngp_erf", "ntk_erf", "adaptive", "fcn_init", "fcn")
 """Curve order; quantities not listed here follow in order of appearance."""
-JOB_NAME = "kernels"
 TABLE_STEM = "kernels_table"
-RUNS_FILE = "kernels_runs.csv"
 FIGURES_SUBDIR = "figures"
 QUANTITY_COLOURS = colormaps["tab10"]
 
 
-def is_kernel_sweep(sweep_dir: str | Path) -> bool:
-    """Whether ``sweep_dir`` holds ``ncdepth-kernels`` runs: a run directory with ``kernels.csv``,
-    or whose ``.hydra/hydra.yaml`` names the job ``kernels`` (so a sweep of failed jobs counts)."""
-    for run_dir in find_run_dirs(sweep_dir):
-        if (run_dir / KERNELS_FILE).is_file():
-            return True
-        hydra_config = run_dir / HYDRA_CONFIG_FILE
-        if hydra_config.is_file() and f"name: {JOB_NAME}\n" in hydra_config.read_text():
-            return True
-    return False
-
-
-def collect_kernel_runs(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(table, runs)``: every finished run's ``kernels.csv`` rows with a leading ``run`` column
-    (the run directory relative to ``sweep_dir``), and one row per run directory with ``run``,
-    ``status`` (``finished`` | ``failed``) and ``reason``. Raises ``FileNotFoundError`` when
-    ``sweep_dir`` does not exist or holds no run directory."""
-    root = Path(sweep_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"sweep directory {root} does not exist")
-    run_dirs = find_run_dirs(root)
-    if not run_dirs:
-        raise FileNotFoundError(f"no run directory (with {CONFIG_FILE}) under {root}")
-    frames, statuses = [], []
-    for run_dir in run_dirs:
-        name = run_dir.relative_to(root).as_posix()
-        frame, reason = _read_kernels(run_dir / KERNELS_FILE)
-        statuses.append({"run": name, "status": "failed" if frame is None else "finished", "reason": reason})
-        if frame is not None:
-            frames.append(frame.assign(run=name))
+def collect_kernel_runs(sweep: Sweep) -> pd.DataFrame:
+    """Every finished run's ``kernels.csv`` rows with a leading ``run`` column (the run's name in
+    ``sweep``); the columns are there even when no run finished."""
+    frames = [
+        pd.read_csv(run.path / KERNELS_FILE, dtype={"class_sizes": str, "quantity": str, "metric": str})
+        .reindex(columns=list(KERNELS_COLUMNS))
+        .assign(run=run.name)
+        for run in sweep.runs
+        if run.status == FINISHED and run.path is not None
+    ]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(KERNELS_COLUMNS))
-    table = table.reindex(columns=["run", *KERNELS_COLUMNS])
-    return table, pd.DataFrame(statuses, columns=["run", "status", "reason"])
+    return table.reindex(columns=["run", *KERNELS_COLUMNS])
 
 
 def plotted_nc1(table: pd.DataFrame) -> pd.DataFrame:
@@ -91,7 +68,7 @@ def plotted_nc1(table: pd.DataFrame) -> pd.DataFrame:
 
 def nc1_vs_d0(table: pd.DataFrame) -> Figure:
     """``log10 NC1`` against ``d0`` (log2 axis) for the balanced runs (module docstring)."""
-    rows = plotted_nc1(table)
+    rows = _finished_nc1(table)
     rows = rows[rows["class_sizes"].map(_is_balanced)]
     rows = rows.assign(log10_nc1=np.log10(rows["value"].astype(float)))
     panels = [
@@ -120,7 +97,7 @@ def nc1_vs_d0(table: pd.DataFrame) -> Figure:
 
 def nc1_ratio_vs_class_sizes(table: pd.DataFrame) -> Figure:
     """``NC1(H) / NC1(X)`` against the class sizes, balanced first (module docstring)."""
-    rows = plotted_nc1(table)
+    rows = _finished_nc1(table)
     data = rows[rows["quantity"] == DATA].set_index("run")["value"].astype(float)
     rows = rows[(rows["quantity"] != DATA) & rows["run"].isin(data.index)]
     rows = rows.assign(ratio=rows["value"].astype(float) / rows["run"].map(data).to_numpy())
@@ -159,24 +136,23 @@ def kernel_figures(table: pd.DataFrame) -> dict[str, Callable[[], Figure]]:
     }
 
 
-def write_kernel_report(sweep_dir: Path, out_dir: Path) -> list[Path]:
-    """Write ``kernels_table.csv`` (and ``.parquet`` when pyarrow is installed), ``kernels_runs.csv``
-    and ``figures/<name>.png|pdf`` for both figures of the module docstring into ``out_dir``;
-    returns the written paths. Failed runs and skipped figures are logged, never raised; raises
-    ``FileNotFoundError`` when ``sweep_dir`` is missing or holds no run directory."""
-    table, runs = collect_kernel_runs(sweep_dir)
+def write_kernel_report(sweep: Sweep, out_dir: Path) -> list[Path]:
+    """Write ``kernels_table.csv`` (and ``.parquet`` when pyarrow is installed) and
+    ``figures/<name>.png|pdf`` for both figures of the module docstring into ``out_dir``; returns
+    the written paths. Jobs that did not finish and skipped figures are logged, never raised."""
+    table = collect_kernel_runs(sweep)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = [out / f"{TABLE_STEM}.csv", out / RUNS_FILE]
+    written = [out / f"{TABLE_STEM}.csv"]
     table.to_csv(written[0], index=False)
-    runs.to_csv(written[1], index=False)
     if importlib.util.find_spec("pyarrow") is not None:
         written.append(out / f"{TABLE_STEM}.parquet")
         table.to_parquet(written[-1], engine="pyarrow", index=False)
     else:
         log.warning("pyarrow is not installed: no %s.parquet (pip install 'ncdepth[report]')", TABLE_STEM)
-    for failed in runs[runs["status"] == "failed"].itertuples():
-        log.warning("run %s failed: %s", failed.run, failed.reason)
+    for run in sweep.runs:
+        if run.status != FINISHED:
+            log.warning("run %s %s: %s", run.name, run.status, run.reason)
     dropped = (table["metric"] == KERNELS_NC1).sum() - len(plotted_nc1(table))
     if dropped:
         log.warning("%d adaptive kernels did not converge: left out of the figures", dropped)
@@ -188,18 +164,12 @@ def write_kernel_report(sweep_dir: Path, out_dir: Path) -> list[Path]:
     return written
 
 
-def _read_kernels(path: Path) -> tuple[pd.DataFrame | None, str]:
-    """A job's table and ``""``, or ``None`` and why it is unusable."""
-    if not path.is_file():
-        return None, f"no {KERNELS_FILE}"
-    try:
-        frame = pd.read_csv(path, dtype={"class_sizes": str, "quantity": str, "metric": str})
-    except (OSError, ValueError) as error:
-        return None, f"unreadable {KERNELS_FILE}: {error}"
-    missing = [column for column in KERNELS_COLUMNS if column not in frame.columns]
-    if missing:
-        return None, f"{KERNELS_FILE} lacks the columns {missing}"
-    return frame[list(KERNELS_COLUMNS)], ""
+def _finished_nc1(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`plotted_nc1`; raises :class:`NothingToPlot` when no run finished."""
+    rows = plotted_nc1(table)
+    if rows.empty:
+        raise NothingToPlot("no run finished")
+    return rows
 
 
 def _sizes(class_sizes: str) -> list[int]:

@@ -1,10 +1,12 @@
 """The report's tables: one tidy table of every measured number, one row per run; and writing them.
 
 ``report.csv`` / ``report.parquet``: the swept keys, then ``run, epoch, split, layer, layer_index,
-metric, value``. ``runs.csv``: one row per job of the sweep (:mod:`ncdepth.report.collect`; jobs not
-started included), ``run, job, status, reason``, the swept keys, ``last_epoch``, ``effective_depth@EPS``,
-``final_acc_SPLIT``, ``terminal_phase_epoch``, ``separation_slope``, ``separation_r2`` (He & Su's fit of the
-train split's log fuzziness over the layers, ``summary.json``'s ``separation_law``).
+metric, value``. ``runs.csv``, for a sweep of any app: one row per job of the sweep
+(:mod:`ncdepth.report.collect`; jobs not started included), ``run, job, app, status, reason``, the
+swept keys, then for ``ncdepth-train`` sweeps ``last_epoch``, ``effective_depth@EPS``,
+``final_acc_SPLIT``, ``terminal_phase_epoch``, ``separation_slope``, ``separation_r2`` (He & Su's fit of
+the train split's log fuzziness over the layers, ``summary.json``'s ``separation_law``); the other apps'
+results have tables of their own.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from ncdepth.report.collect import TABLE_COLUMNS, Sweep
+from ncdepth.report.collect import TABLE_COLUMNS, Run, Sweep
+from ncdepth.rundir import TRAIN
 
 TABLE_FORMATS = ("csv", "parquet")
 REPORT_STEM = "report"
@@ -39,35 +42,55 @@ def tidy_table(sweep: Sweep) -> pd.DataFrame:
 
 
 def runs_table(sweep: Sweep) -> pd.DataFrame:
-    """One row per job: ``run, job`` (the Hydra job number, empty when unknown), ``status,
-    reason`` (:data:`ncdepth.report.collect.STATUSES`), the swept keys, ``last_epoch`` (last measured
-    epoch), ``effective_depth@EPS`` for every threshold in any ``summary.json``,
-    ``final_acc_SPLIT`` (the network's final accuracy per split) and ``terminal_phase_epoch``."""
+    """One row per job: ``run, job`` (the Hydra job number, empty when unknown), ``app, status,
+    reason`` (:data:`ncdepth.rundir.APPS`, :data:`ncdepth.rundir.JOB_STATES`), the swept keys; for
+    an ``ncdepth-train`` sweep then ``last_epoch`` (last measured epoch), ``effective_depth@EPS``
+    for every threshold in any ``summary.json``, ``final_acc_SPLIT`` (the network's final accuracy
+    per split) and ``terminal_phase_epoch``."""
     rows = []
     for run in sweep.runs:
-        summary = run.summary or {}
-        row: dict[str, Any] = {"run": run.name, "job": run.job, "status": run.status, "reason": run.reason}
+        row: dict[str, Any] = {
+            "run": run.name,
+            "job": run.job,
+            "app": run.app,
+            "status": run.status,
+            "reason": run.reason,
+        }
         row.update(sweep.values[run.name])
-        has_rows = run.metrics is not None and not run.metrics.empty
-        row["last_epoch"] = int(run.metrics["epoch"].max()) if has_rows else None
-        for eps, depth in (summary.get("effective_depth") or {}).items():
-            row[f"effective_depth@{eps}"] = depth
-        for split, accuracy in (summary.get("accuracy") or {}).items():
-            row[f"final_acc_{split}"] = accuracy
-        row["terminal_phase_epoch"] = summary.get("terminal_phase_epoch")
-        law = (summary.get("separation_law") or {}).get("train") or {}
-        row["separation_slope"], row["separation_r2"] = law.get("slope"), law.get("r2")
+        if sweep.app == TRAIN:
+            row.update(_training_results(run))
         rows.append(row)
-    table = pd.DataFrame(rows)
+    head = ["run", "job", "app", "status", "reason", *sweep.swept_keys]
+    table = pd.DataFrame(rows, columns=head) if sweep.app != TRAIN else pd.DataFrame(rows)
+    if sweep.app != TRAIN:
+        return table.astype({"job": "Int64"})
     depths = sorted(
         (column for column in table.columns if column.startswith("effective_depth@")),
         key=lambda column: float(column.removeprefix("effective_depth@")),
     )
     accuracies = [column for column in table.columns if column.startswith("final_acc_")]
-    head = ["run", "job", "status", "reason", *sweep.swept_keys, "last_epoch"]
-    table = table[[*head, *depths, *accuracies, "terminal_phase_epoch", "separation_slope", "separation_r2"]]
+    table = table[[*head, "last_epoch", *depths, *accuracies, "terminal_phase_epoch", *SEPARATION_COLUMNS]]
     integers = ["job", "last_epoch", *depths, "terminal_phase_epoch"]
     return table.astype({column: "Int64" for column in integers})
+
+
+SEPARATION_COLUMNS = ("separation_slope", "separation_r2")
+
+
+def _training_results(run: Run) -> dict[str, Any]:
+    """``last_epoch``, ``effective_depth@EPS``, ``final_acc_SPLIT``, ``terminal_phase_epoch`` and the
+    train split's :data:`SEPARATION_COLUMNS` of an ``ncdepth-train`` run (``None`` where it has none)."""
+    summary = run.summary or {}
+    has_rows = run.metrics is not None and not run.metrics.empty
+    row: dict[str, Any] = {"last_epoch": int(run.metrics["epoch"].max()) if has_rows else None}
+    for eps, depth in (summary.get("effective_depth") or {}).items():
+        row[f"effective_depth@{eps}"] = depth
+    for split, accuracy in (summary.get("accuracy") or {}).items():
+        row[f"final_acc_{split}"] = accuracy
+    row["terminal_phase_epoch"] = summary.get("terminal_phase_epoch")
+    law = (summary.get("separation_law") or {}).get("train") or {}
+    row["separation_slope"], row["separation_r2"] = law.get("slope"), law.get("r2")
+    return row
 
 
 def parse_formats(text: str) -> list[str]:
@@ -101,8 +124,15 @@ def write_tables(
         else:
             _arrow_compatible(table).to_parquet(path, engine="pyarrow", index=False)
         written.append(path)
-    runs.to_csv(out / RUNS_FILE, index=False)
-    return [*written, out / RUNS_FILE]
+    return [*written, write_runs(runs, out)]
+
+
+def write_runs(runs: pd.DataFrame, out_dir: str | Path) -> Path:
+    """Write :func:`runs_table`'s ``runs`` as ``runs.csv`` into ``out_dir``; returns its path."""
+    path = Path(out_dir) / RUNS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(path, index=False)
+    return path
 
 
 def _arrow_compatible(table: pd.DataFrame) -> pd.DataFrame:

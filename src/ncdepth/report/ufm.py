@@ -1,11 +1,10 @@
 """Report of an ``ncdepth-ufm`` sweep: measured geometry beside the closed form, and convergence.
 
-A sweep directory is a UFM sweep when it holds ``ufm.csv`` files (:func:`is_ufm_sweep`). Its run
-directories are those holding ``.hydra/config.yaml``; a run is ``finished`` when its
-``summary.json`` is readable and ``failed`` otherwise (the reason: the last line of ``ufm.log``,
-or the missing file). Failed runs are listed, never fatal.
+The jobs and their states are the sweep's (:func:`ncdepth.report.collect.collect_sweep`, whose
+``runs.csv`` lists them all, jobs not started included); those that did not finish are listed with
+their reason, never fatal.
 
-``ufm_report.csv``, one row per run: ``run, status, reason``, the job's config (``depth``,
+``ufm_report.csv``, one row per run directory: ``run, status, reason``, the job's config (``depth``,
 ``class_sizes``, ``weight_decay``, ``feature_decay``, ``bias``, ``loss``, ``solver``, ``seed``),
 then ``final_objective``, ``fstar``, ``objective_gap`` (``(f - f*)/f*``), ``reached_optimum``
 (the gap below :data:`ncdepth.theory.ufm_job.OBJECTIVE_GAP_TOL`; empty without a closed form),
@@ -28,7 +27,7 @@ warm start (which begins near ``A*``), and each line ends in a filled circle whe
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from omegaconf import OmegaConf
 
-from ncdepth.report.collect import find_run_dirs
+from ncdepth.report.collect import Run, Sweep
 from ncdepth.report.style import PANEL_SIZE, format_value, group_colour, log_axis, save_figure, zero_floor
-from ncdepth.rundir import CONFIG_FILE, SUMMARY_FILE, UFM_LOG, UFM_TRACE_FILE
+from ncdepth.rundir import FINISHED, NOT_STARTED, UFM_TRACE_FILE
 from ncdepth.theory.ufm_job import OBJECTIVE_GAP_TOL
 
 REPORT_FILE = "ufm_report.csv"
@@ -53,29 +52,19 @@ DISTANCES = {"WWT": r"$A = WW^\top$", "HTH": r"$A = \bar H^\top \bar H$", "WH": 
 """The Grams compared with the closed form, and their panel titles."""
 
 
-def is_ufm_sweep(sweep_dir: str | Path) -> bool:
-    """Whether ``sweep_dir`` holds at least one ``ufm.csv`` (an ``ncdepth-ufm`` run or sweep)."""
-    return next(Path(sweep_dir).rglob(UFM_TRACE_FILE), None) is not None
-
-
-def write_ufm_report(sweep_dir: Path, out_dir: Path) -> list[Path]:
+def write_ufm_report(sweep: Sweep, out_dir: Path) -> list[Path]:
     """Write ``ufm_report.csv``, ``ufm_summary.txt`` and, when some run logged distances to the
     closed form, the ``figures/ufm_distance`` figure (PNG and PDF) into ``out_dir``; return the
     written paths."""
-    sweep_dir, out_dir = Path(sweep_dir), Path(out_dir)
-    runs = find_run_dirs(sweep_dir)
-    if not runs:
-        raise FileNotFoundError(f"no run directory (with {CONFIG_FILE}) under {sweep_dir}")
+    out_dir = Path(out_dir)
+    runs = [run for run in sweep.runs if run.path is not None]
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = pd.DataFrame([run_row(run, sweep_dir) for run in runs])
+    rows = [run_row(run) for run in runs]
+    table = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["run", "status", "reason", *CONFIG_COLUMNS])
     written = [out_dir / REPORT_FILE, out_dir / SUMMARY_TEXT_FILE]
     table.to_csv(written[0], index=False)
-    written[1].write_text(agreement_summary(table))
-    traces = {
-        row.run: pd.read_csv(run / UFM_TRACE_FILE)
-        for run, row in zip(runs, table.itertuples(), strict=True)
-        if row.status == "finished" and (run / UFM_TRACE_FILE).is_file()
-    }
+    written[1].write_text(agreement_summary(table, len(sweep.runs) - len(runs)))
+    traces = {run.name: pd.read_csv(run.path / UFM_TRACE_FILE) for run in runs if run.status == FINISHED}
     figure = distance_figure(table, traces)
     if figure is not None:
         (out_dir / FIGURES_SUBDIR).mkdir(exist_ok=True)
@@ -83,20 +72,14 @@ def write_ufm_report(sweep_dir: Path, out_dir: Path) -> list[Path]:
     return written
 
 
-def run_row(run_dir: Path, sweep_dir: Path) -> dict[str, Any]:
-    """One row of ``ufm_report.csv`` (module docstring) for ``run_dir``."""
-    config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE), resolve=True)
-    row: dict[str, Any] = {
-        "run": run_dir.relative_to(sweep_dir).as_posix(),
-        "status": "finished",
-        "reason": "",
-    }
+def run_row(run: Run) -> dict[str, Any]:
+    """One row of ``ufm_report.csv`` (module docstring) for the run directory of ``run``."""
+    config = OmegaConf.to_container(run.config, resolve=True)
+    row: dict[str, Any] = {"run": run.name, "status": run.status, "reason": run.reason}
     row.update({key: _cell(config.get(key)) for key in CONFIG_COLUMNS})
-    try:
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-    except (OSError, ValueError) as error:
-        row.update(status="failed", reason=_failure_reason(run_dir, error))
+    if run.status != FINISHED or run.summary is None:
         return row
+    summary = run.summary
     final = summary["final"]
     predicted = summary.get("predicted") or {}
     measured = summary["measured"]
@@ -118,9 +101,10 @@ def run_row(run_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     return row
 
 
-def agreement_summary(table: pd.DataFrame) -> str:
-    """The text of ``ufm_summary.txt`` (module docstring) for the rows of ``ufm_report.csv``."""
-    finished = table[table["status"] == "finished"]
+def agreement_summary(table: pd.DataFrame, not_started: int = 0) -> str:
+    """The text of ``ufm_summary.txt`` (module docstring) for the rows of ``ufm_report.csv`` and
+    the count of jobs that have no run directory."""
+    finished = table[table["status"] == FINISHED]
     outcome = _reached(finished)
     reached, missed = finished[outcome.eq(True)], finished[outcome.eq(False)]
     compared = len(reached) + len(missed)
@@ -142,9 +126,12 @@ def agreement_summary(table: pd.DataFrame) -> str:
         f"{row.collapsed_measured}"
         for row in missed.itertuples()
     ]
+    unfinished = Counter(table.loc[table["status"] != FINISHED, "status"])
+    unfinished[NOT_STARTED] += not_started
+    states = ", ".join(f"{count} {state}" for state, count in unfinished.items() if count)
     lines.append(
         f"not compared: {len(finished) - compared} runs without a closed form, "
-        f"{len(table) - len(finished)} failed runs"
+        f"{sum(unfinished.values())} jobs that did not finish{f' ({states})' if states else ''}"
     )
     return "\n".join(lines) + "\n"
 
@@ -251,13 +238,6 @@ def _decay_label(weight_decay: Any, feature_decay: Any) -> str:
     if weight_decay == feature_decay:
         return rf"$\lambda_W = \lambda_H$ = {format_value(weight_decay)}"
     return rf"$\lambda_W$ = {format_value(weight_decay)}, $\lambda_H$ = {format_value(feature_decay)}"
-
-
-def _failure_reason(run_dir: Path, error: Exception) -> str:
-    """The last non-empty line of the run's ``ufm.log``, else why ``summary.json`` is unreadable."""
-    log = run_dir / UFM_LOG
-    lines = [line for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
-    return lines[-1].strip() if lines else f"{SUMMARY_FILE}: {type(error).__name__}: {error}"
 
 
 def _cell(value: Any) -> Any:

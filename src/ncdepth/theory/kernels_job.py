@@ -18,7 +18,8 @@ samples in ``d0`` dimensions, ``class_sizes``) and measures the within-class var
 
 The data and the network's initialisation get independent seeds spawned from ``seed``
 (``numpy.random.SeedSequence``). :func:`write_outputs` fills the run directory with ``kernels.csv``
-(tidy: :data:`ncdepth.rundir.KERNELS_COLUMNS`, class sizes written as ``"768/1280"``), which
+(tidy: :data:`ncdepth.rundir.KERNELS_COLUMNS`, class sizes written as ``"768/1280"``, ``\\n``
+line endings), which
 :mod:`ncdepth.report.kernels` reads, and ``summary.json`` (config, every value, the adaptive
 solver's annealing steps, timings). The settings come from
 :func:`ncdepth.theory.kernels_job_config.parse_config`.
@@ -27,6 +28,7 @@ solver's annealing steps, timings). The settings come from
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -156,10 +158,11 @@ def write_outputs(
     config as plain containers, written as the summary's ``config``."""
     data = config.data
     swept = (data.n, data.d0, data.num_classes, "/".join(map(str, data.class_sizes)), data.seed)
-    with (run_dir / KERNELS_FILE).open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(KERNELS_COLUMNS)
-        writer.writerows((*swept, row.quantity, row.metric, repr(row.value)) for row in result.measurements)
+    table = io.StringIO(newline="")
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(KERNELS_COLUMNS)
+    writer.writerows((*swept, row.quantity, row.metric, repr(row.value)) for row in result.measurements)
+    atomic_write(run_dir / KERNELS_FILE, table.getvalue())
     values: dict[str, dict[str, float]] = {}
     for row in result.measurements:
         values.setdefault(row.quantity, {})[row.metric] = row.value

@@ -39,7 +39,7 @@ from typing import Any
 
 import pandas as pd
 
-from ncdepth.rundir import SUMMARY_FILE, UFM_TRACE_COLUMNS, UFM_TRACE_FILE, write_json
+from ncdepth.rundir import SUMMARY_FILE, UFM_TRACE_COLUMNS, UFM_TRACE_FILE, atomic_write, write_json
 from ncdepth.theory.geometry import grams, minority_collapse
 from ncdepth.theory.ufm import UFMResult, closed_form
 from ncdepth.theory.ufm_job_config import UFMJob
@@ -122,6 +122,7 @@ def trace_table(result: UFMResult) -> pd.DataFrame:
 
 
 def write_outputs(run_dir: Path, result: UFMResult, summary: Mapping[str, Any]) -> None:
-    """``ufm.csv`` and ``summary.json`` (non-finite numbers as ``null``) in ``run_dir``."""
-    trace_table(result).to_csv(run_dir / UFM_TRACE_FILE, index=False)
+    """``ufm.csv`` and ``summary.json`` (non-finite numbers as ``null``) in ``run_dir``, each
+    written atomically (:func:`ncdepth.rundir.atomic_write`)."""
+    atomic_write(run_dir / UFM_TRACE_FILE, trace_table(result).to_csv(index=False, lineterminator="\n"))
     write_json(run_dir / SUMMARY_FILE, summary)
