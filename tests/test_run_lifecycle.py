@@ -45,26 +45,37 @@ BASE = [
     "trainer.enable_progress_bar=false",
     "scheduler=constant",
 ]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
+}
 
 
 def command(run_dir: Path, *overrides: str) -> list[str]:
     return [str(NCDEPTH_TRAIN), f"hydra.run.dir={run_dir}", *BASE, *overrides]
 
 
-def kill_at(point: str, epoch: int = 0, batch: int = 0, signal_name: str = "SIGKILL") -> list[str]:
-    """Overrides adding :class:`fault_injection.KillAt` to a run."""
+def kill_at(
+    point: str, epoch: int = 0, batch: int = 0, signal_name: str = "SIGKILL", group: bool = False
+) -> list[str]:
+    """Overrides adding :class:`fault_injection.KillAt` to a run (``group``: the signal goes to the
+    run's process group, every process of a DDP run)."""
     return [
         "+callbacks.kill._target_=fault_injection.KillAt",
         f"+callbacks.kill.point={point}",
         f"+callbacks.kill.epoch={epoch}",
         f"+callbacks.kill.batch={batch}",
         f"+callbacks.kill.signal={signal_name}",
+        f"+callbacks.kill.group={str(group).lower()}",
     ]
 
 
 def start(cmd: Sequence[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    """``cmd`` in a session of its own: its process group holds every process of a DDP run."""
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True
+    )
 
 
 def finish(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
@@ -376,3 +387,78 @@ def test_preemption_under_submitit_checkpoints_requeues_and_ends_identically(
     log = (run_dir / RUN_LOG).read_text()
     assert "after SIGUSR2; stopping" in log and "resuming from" in log
     assert_ends_like(run_dir, straight)
+
+
+# ---------------------------------------------------------------------------------------------- DDP
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=4"]
+"""Two CPU processes (gloo); ``data.batch_size=32`` per process, 23 batches per process and epoch."""
+
+DDP_INTERRUPTIONS = {
+    "mid_epoch_after_an_interval_checkpoint": Interruption(
+        [*kill_at("batch", epoch=2, batch=10, group=True), "checkpoint.every_minutes=0.0002"]
+    ),
+    "during_a_checkpoint_write": Interruption(kill_at("checkpoint_write", epoch=2, group=True)),
+}
+"""Kills of the whole process group from inside, run by ``make test`` with an external ``kill -9``
+of the process group once epoch 2 is measured and with the extension of a finished 2-epoch run."""
+
+SLOW_DDP_INTERRUPTIONS = {
+    "during_an_analysis": Interruption(kill_at("analysis", epoch=2, group=True)),
+    "between_analysis_and_checkpoint": Interruption(kill_at("epoch_end", epoch=2, group=True)),
+    "mid_epoch_without_an_interval_checkpoint": Interruption(kill_at("batch", epoch=3, batch=4, group=True)),
+}
+
+
+def ddp_command(run_dir: Path, *overrides: str) -> list[str]:
+    return command(run_dir, *DDP, *overrides)
+
+
+def interrupt_ddp_and_rerun(root: Path, cases: dict[str, Interruption], fast: bool) -> dict[str, Path]:
+    """The straight DDP run, each case killed then run again; with ``fast``, also
+    ``external_kill`` (``kill -9`` of the process group from the test after epoch 2's analysis)
+    and ``extended`` (a finished 2-epoch run continued to 4 epochs)."""
+    runs = {name: root / name for name in ["straight", *cases]}
+    processes = {"straight": start(ddp_command(runs["straight"]))}
+    processes |= {name: start(ddp_command(runs[name], *case.overrides)) for name, case in cases.items()}
+    if fast:
+        runs["extended"] = root / "extended"
+        processes["extended"] = start(ddp_command(runs["extended"], "trainer.max_epochs=2"))
+        runs["external_kill"] = root / "external_kill"
+        victim = start(ddp_command(runs["external_kill"], *pause(0.5)))
+        wait_for_rows(runs["external_kill"], 2, victim)
+        os.killpg(victim.pid, signal.SIGKILL)
+        cases = {**cases, "external_kill": Interruption([])}
+        processes["external_kill"] = victim
+    firsts = {name: finish(process) for name, process in processes.items()}
+    assert firsts["straight"].returncode == 0, firsts["straight"].stderr[-3000:]
+    if fast:
+        assert firsts["extended"].returncode == 0, firsts["extended"].stderr[-3000:]
+        cases = {**cases, "extended": Interruption([], exit_code=0)}
+    for name, case in cases.items():
+        case.first = firsts[name]
+    reruns = {name: start(ddp_command(runs[name])) for name in cases}
+    for name, process in reruns.items():
+        cases[name].rerun = finish(process)
+        assert cases[name].first.returncode == cases[name].exit_code, (name, cases[name].first.stderr[-3000:])
+        assert cases[name].rerun.returncode == 0, (name, cases[name].rerun.stderr[-3000:])
+    return runs
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return interrupt_ddp_and_rerun(tmp_path_factory.mktemp("ddp"), DDP_INTERRUPTIONS, fast=True)
+
+
+@pytest.mark.parametrize("name", [*DDP_INTERRUPTIONS, "external_kill", "extended"])
+def test_a_killed_or_extended_ddp_run_ends_like_an_uninterrupted_one(
+    name: str, ddp_runs: dict[str, Path]
+) -> None:
+    assert_ends_like(ddp_runs[name], ddp_runs["straight"])
+    assert "resuming from" in (ddp_runs[name] / RUN_LOG).read_text()
+
+
+@pytest.mark.slow
+def test_more_killed_ddp_runs_end_like_an_uninterrupted_one(tmp_path: Path) -> None:
+    runs = interrupt_ddp_and_rerun(tmp_path, SLOW_DDP_INTERRUPTIONS, fast=False)
+    for name in SLOW_DDP_INTERRUPTIONS:
+        assert_ends_like(runs[name], runs["straight"])

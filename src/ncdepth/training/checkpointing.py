@@ -15,7 +15,9 @@ newest one that reads back whole.
 
 **Signals.** While training runs, the handler (which replaces Lightning's SIGTERM handler) only
 records the signal; the checkpoint is written at the next training batch end, or at the end of
-the epoch's analysis, where the training state is consistent. Then the handler that was installed
+the epoch's analysis, where the training state is consistent. Under data-parallel training the
+processes agree at every batch end (one all-reduce of two integers): when any of them received a
+signal or is due for an interval checkpoint, all of them save and stop, or save, together. Then the handler that was installed
 before training started is called: under submitit that is submitit's own, which requeues the task
 and exits, so submitit owns the requeue (Lightning's Slurm requeue is switched off by
 ``ncdepth-train``). Otherwise the run stops with :class:`RunInterrupted` (exit status
@@ -44,6 +46,8 @@ from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
 from pytorch_lightning.callbacks import Checkpoint
 
 from ncdepth.rundir import LAST_CHECKPOINT, PREVIOUS_CHECKPOINT, fsync_directory
@@ -103,9 +107,11 @@ class RunCheckpoint(Checkpoint):
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         """Save on a pending signal (then stop), or when ``every_minutes`` have passed."""
+        due = self.every_seconds > 0 and time.monotonic() - self._last_saved >= self.every_seconds
+        self._signal, due = _agree(self._signal, due)
         if self._signal is not None:
             self._stop(trainer)
-        elif self.every_seconds > 0 and time.monotonic() - self._last_saved >= self.every_seconds:
+        elif due:
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -113,6 +119,7 @@ class RunCheckpoint(Checkpoint):
         the final analysis and the summary are on disk; stop here on a pending signal."""
         if trainer.current_epoch + 1 < (trainer.max_epochs or 0):
             self.save(trainer)
+            self._signal, _ = _agree(self._signal, False)
             if self._signal is not None:
                 self._stop(trainer, saved=True)
 
@@ -172,6 +179,19 @@ class RunCheckpoint(Checkpoint):
         if callable(previous):  # e.g. submitit's: requeues the task, then exits
             previous(signum, None)
         raise RunInterrupted(signum)
+
+
+def _agree(signum: int | None, due: bool) -> tuple[int | None, bool]:
+    """The decisions of every process of a data-parallel run, made one (every process must take
+    part in a checkpoint): a signal any of them received (the largest number) and whether an
+    interval checkpoint is due on any of them. As they are, in a single process."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return signum, due
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    decisions = torch.tensor([signum or 0, int(due)], device=device)
+    dist.all_reduce(decisions, op=dist.ReduceOp.MAX)
+    agreed_signum, agreed_due = decisions.tolist()
+    return agreed_signum or None, bool(agreed_due)
 
 
 def is_complete(path: str | Path) -> bool:
