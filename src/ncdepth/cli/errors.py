@@ -116,5 +116,7 @@ def _remove_new_directories() -> None:
     """Remove the directories noted by :class:`NewRunDirectory` that hold no file."""
     while _new_directories:
         directory = _new_directories.pop()
-        if directory.is_dir() and not any(path.is_file() or path.is_symlink() for path in directory.rglob("*")):
+        if directory.is_dir() and not any(
+            path.is_file() or path.is_symlink() for path in directory.rglob("*")
+        ):
             shutil.rmtree(directory, ignore_errors=True)

@@ -4,9 +4,10 @@
     ncdepth-kernels n=1024 d0=32 seed=3
     ncdepth-kernels -m +kernels_experiment=balanced_quick     # a sweep, one run directory per job
 
-One job of :mod:`ncdepth.theory.kernels_job` per run directory (``kernels.csv`` and
-``summary.json``). A config value that fails validation exits with status 2 and a one-line message
-naming the key, before anything is computed.
+One job of :mod:`ncdepth.theory.kernels_job` per run directory (``kernels.csv``, ``summary.json``,
+``kernels.log`` and ``.hydra/``, written once the config is valid). A config value that fails
+validation exits with status 2 and a one-line message naming the key, before anything is computed
+or written.
 """
 
 from __future__ import annotations
@@ -20,14 +21,22 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ncdepth.cli import CONFIG_PATH
+from ncdepth.cli.errors import run_hydra_app
+from ncdepth.cli.run_files import log_to_file, save_run_config
 from ncdepth.theory.kernels_job import build_network, run_job, spawn_seeds, write_outputs
 from ncdepth.theory.kernels_job_config import parse_config
 
 log = logging.getLogger(__name__)
 
 
+def main() -> None:
+    """The ``ncdepth-kernels`` command: :func:`app` under the error contract of
+    :func:`ncdepth.cli.errors.run_hydra_app`."""
+    run_hydra_app("ncdepth-kernels", app)
+
+
 @hydra.main(config_path=CONFIG_PATH, config_name="kernels", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def app(cfg: DictConfig) -> None:
     """Run one job of ``ncdepth/conf/kernels.yaml``; outputs in the Hydra run directory."""
     try:
         config = parse_config(cfg)
@@ -36,11 +45,17 @@ def main(cfg: DictConfig) -> None:
     except ValueError as error:  # names the key; no traceback
         print(f"ncdepth-kernels: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    result = run_job(config, network, data_seed)
-    for row in result.measurements:
-        log.info("%s %s = %.6g", row.quantity, row.metric, row.value)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    write_outputs(run_dir, OmegaConf.to_container(cfg, resolve=True), config, result)
+    save_run_config(cfg, run_dir)
+    with log_to_file(run_dir / f"{HydraConfig.get().job.name}.log"):
+        try:
+            result = run_job(config, network, data_seed)
+        except BaseException:  # recorded in the log so that the report lists the job as failed
+            log.exception("kernels job failed")
+            raise
+        for row in result.measurements:
+            log.info("%s %s = %.6g", row.quantity, row.metric, row.value)
+        write_outputs(run_dir, OmegaConf.to_container(cfg, resolve=True), config, result)
 
 
 if __name__ == "__main__":

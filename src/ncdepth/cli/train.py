@@ -43,13 +43,14 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from ncdepth.cli import CONFIG_PATH
+from ncdepth.cli.errors import run_hydra_app
 from ncdepth.cli.launcher_checks import slurm_layout_error
 from ncdepth.cli.run_files import log_to_file, save_run_config
 from ncdepth.data import DatasetUnavailableError
@@ -58,9 +59,11 @@ from ncdepth.rundir import (
     CONFIG_FILE,
     FAILED,
     FINISHED,
+    METRICS_FILE,
     RESUMABLE_KEYS,
     RUN_LOG,
     RUNNING,
+    STATUS_FILE,
     RunLock,
     RunLocked,
     config_differences,
@@ -69,7 +72,12 @@ from ncdepth.rundir import (
     write_status,
 )
 from ncdepth.training import NCModule, NeuralCollapseCallback
-from ncdepth.training.checkpointing import RunCheckpoint, resumable_checkpoint
+from ncdepth.training.checkpointing import (
+    RunCheckpoint,
+    callback_state,
+    checked_checkpoint,
+    resumable_checkpoint,
+)
 from ncdepth.training.config import (
     TOP_LEVEL_KEYS,
     AnalysisConfig,
@@ -121,12 +129,20 @@ def build_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, NCModule, pl.
     layout_error = slurm_layout_error(trainer_options, os.environ)
     if layout_error is not None:
         raise ValueError(layout_error)
-    pl.seed_everything(cfg.seed, workers=True)
+    check_constructor_keys("data", cfg.data)
+    check_constructor_keys("model", cfg.model, passed=("input_shape", "num_classes"))
+    for name, node in cfg.callbacks.items():
+        check_constructor_keys(f"callbacks.{name}", node)
+    for name, node in cfg.logger.items():
+        check_constructor_keys(f"logger.{name}", node, passed=("save_dir",))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = _instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = _instantiate(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes)
     module = NCModule(model, loss=loss, optimizer=optimizer, scheduler=scheduler)
+    if cfg.ckpt_path is not None:
+        checked_checkpoint(cfg.ckpt_path, module)
     nc_callback = NeuralCollapseCallback(
         analysis, run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True)
     )
@@ -201,8 +217,14 @@ def is_rank_zero_process() -> bool:
     return all(os.environ.get(variable, "0") == "0" for variable in RANK_VARIABLES)
 
 
+def main() -> None:
+    """The ``ncdepth-train`` command: :func:`app` under the error contract of
+    :func:`ncdepth.cli.errors.run_hydra_app`."""
+    run_hydra_app("ncdepth-train", app)
+
+
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def app(cfg: DictConfig) -> None:
     """Run one job (module docstring). A single run exits 2 on a config it cannot build or a run
     directory it must not touch; a job of a multirun records the failure and returns."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -246,11 +268,27 @@ def _train(
     if not check_run_dir(run_dir, config):  # the directory may have changed while we built
         print(f"ncdepth-train: {run_dir} holds a finished run with this config: nothing to do")
         return
+    status = read_status(run_dir)
+    if cfg.ckpt_path is not None:
+        resume_from: str | Path | None = cfg.ckpt_path
+    else:
+        resume_from = resumable_checkpoint(run_dir, quiet=True) if cfg.auto_resume else None
+    recorded_attempt = None if resume_from is None else check_resume_files(run_dir, resume_from, module)
     save_run_config(cfg, run_dir)
-    attempts = int((read_status(run_dir) or {}).get("attempts", 0)) + 1
+    attempts = 1 + int(status.get("attempts", 0) if status else recorded_attempt or 0)
     write_status(run_dir, RUNNING, fingerprint=config_fingerprint(config), config=config, attempts=attempts)
     checkpointing = next(callback for callback in trainer.callbacks if isinstance(callback, RunCheckpoint))
+    checkpointing.attempt = attempts
     with log_to_file(run_dir / RUN_LOG):
+        if status is None and recorded_attempt is not None:
+            log.warning(
+                "%s was missing: attempts continue from the checkpoint's record (this is attempt %d)",
+                STATUS_FILE,
+                attempts,
+            )
+        metrics = run_dir / METRICS_FILE
+        if resume_from is not None and metrics.exists() and not metrics.read_bytes().endswith(b"\n"):
+            log.warning("%s ends mid-line: cut back to the checkpoint's rows, which are all whole", metrics)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
         except BaseException as error:  # the traceback goes to train.log; the reason to status.json
@@ -258,12 +296,72 @@ def _train(
                 signame = signal.Signals(checkpointing.stopped_by).name
                 _record_failure(run_dir, f"stopped by {signame} after a checkpoint: resumes when rerun")
                 raise
-            log.exception("training failed")
-            _record_failure(run_dir, f"{type(error).__name__}: {error}".strip())
-            if multirun and isinstance(error, Exception):
+            reason = f"{type(error).__name__}: {error}".strip()
+            _append_traceback(run_dir / RUN_LOG)
+            log.error("training failed: %s (the traceback is in %s)", reason, run_dir / RUN_LOG)
+            _record_failure(run_dir, reason)
+            if not isinstance(error, Exception):
+                raise
+            if multirun:
                 return
-            raise
+            print(f"ncdepth-train: error: training failed: {reason}", file=sys.stderr)
+            raise SystemExit(1) from None
     write_status(run_dir, FINISHED)
+
+
+def check_resume_files(run_dir: Path, checkpoint_path: str | Path, module: NCModule) -> int | None:
+    """Check, before anything is written, what a resume from ``checkpoint_path`` needs: a
+    checkpoint of this config (:func:`checked_checkpoint`) and, when it is this directory's or the
+    directory has a ``metrics.csv``, a ``metrics.csv`` at least as long as when the checkpoint was
+    written (the rows after it are measured again). Returns the attempt the checkpoint records;
+    raises :class:`RunRefused` in one line naming the file and what to do."""
+    key = (
+        "ckpt_path" if not Path(checkpoint_path).resolve().is_relative_to(run_dir.resolve()) else "checkpoint"
+    )
+    try:
+        checkpoint = checked_checkpoint(checkpoint_path, module, key=key)
+    except ValueError as error:
+        raise RunRefused(str(error)) from None
+    metrics = run_dir / METRICS_FILE
+    recorded = callback_state(checkpoint, "metrics_bytes")
+    size = metrics.stat().st_size if metrics.exists() else 0
+    if recorded and (metrics.exists() or key == "checkpoint") and size < recorded:
+        raise RunRefused(
+            f"{metrics} has {size} bytes, fewer than the {recorded} it had when {checkpoint_path} was "
+            f"written: rows measured before that checkpoint are lost. Put the whole file back, or "
+            f"start afresh in another hydra.run.dir (or after removing {run_dir / CHECKPOINT_DIR})"
+        )
+    attempt = callback_state(checkpoint, "attempt")
+    return None if attempt is None else int(attempt)
+
+
+def check_constructor_keys(section: str, node: DictConfig, passed: tuple[str, ...] = ()) -> None:
+    """Refuse, before anything is built, a key of ``node`` that the constructor named by its
+    ``_target_`` does not take (``+model.dpth=3``), naming it with its close matches; the keys in
+    ``passed`` are given by ``ncdepth-train`` itself. A constructor taking ``**kwargs`` takes all."""
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    if not isinstance(target, str):
+        raise ValueError(f"{section}._target_ must name a class or function, got {target!r}")
+    try:
+        constructor = get_object(target)
+        parameters = inspect.signature(constructor).parameters.values()
+    except (ImportError, AttributeError, ValueError, TypeError) as error:
+        raise ValueError(f"{section}._target_={target} cannot be imported: {error}") from None
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
+        return
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    allowed = [parameter.name for parameter in parameters if parameter.kind in named]
+    keys = [key for key in node if not (key.startswith("_") and key.endswith("_"))]  # _target_, _convert_
+    check_keys(section, keys, [key for key in allowed if key not in passed])
+
+
+def _append_traceback(path: Path) -> None:
+    """Append the traceback being handled to ``path`` (nothing when that fails: a full disk)."""
+    try:
+        with path.open("a") as stream:
+            stream.write(traceback.format_exc())
+    except OSError:
+        pass
 
 
 def _record_failure(run_dir: Path, reason: str) -> None:

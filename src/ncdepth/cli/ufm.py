@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ncdepth.cli import CONFIG_PATH
+from ncdepth.cli.errors import run_hydra_app
 from ncdepth.cli.run_files import log_to_file, save_run_config
 from ncdepth.rundir import UFM_LOG
 from ncdepth.theory.ufm_job import run_job, write_outputs
@@ -32,8 +33,14 @@ from ncdepth.validation import from_node
 log = logging.getLogger(__name__)
 
 
+def main() -> None:
+    """The ``ncdepth-ufm`` command: :func:`app` under the error contract of
+    :func:`ncdepth.cli.errors.run_hydra_app`."""
+    run_hydra_app("ncdepth-ufm", app)
+
+
 @hydra.main(config_path=CONFIG_PATH, config_name="ufm", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def app(cfg: DictConfig) -> None:
     """Run one UFM job (module docstring); outputs in the Hydra run directory."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:

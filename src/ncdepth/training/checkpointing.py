@@ -82,6 +82,12 @@ class RunCheckpoint(Checkpoint):
         self._previous_handlers: dict[int, Any] = {}
         self.stopped_by: int | None = None
         """The signal that stopped training after a checkpoint, if one did."""
+        self.attempt = 1
+        """The attempt at the run that writes the checkpoints (``status.json``'s ``attempts``),
+        recorded in them so that a run directory that lost ``status.json`` keeps counting."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"attempt": self.attempt}
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -204,15 +210,64 @@ def is_complete(path: str | Path) -> bool:
         return False
 
 
-def resumable_checkpoint(run_dir: str | Path) -> Path | None:
+def checked_checkpoint(path: str | Path, module: torch.nn.Module, key: str = "ckpt_path") -> dict[str, Any]:
+    """The training checkpoint at ``path`` (memory-mapped, tensors only), once it is known to be
+    one and to hold the parameters of ``module``, with their shapes. Otherwise raises
+    ``ValueError`` in one line naming ``key``, the file and the first difference."""
+    advice = "give the checkpoints/last.ckpt of a run with this config, or ckpt_path=null"
+    if not is_complete(path):
+        raise ValueError(
+            f"{key}={path} is not a checkpoint (not a whole torch archive: truncated, or another "
+            f"kind of file); {advice}"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # an archive torch cannot read safely: say why, in one line
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        raise ValueError(f"{key}={path} cannot be read as a checkpoint ({reason}); {advice}") from None
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{key}={path} is not a training checkpoint (it has no state_dict); {advice}")
+    expected = module.state_dict()
+    difference = next(
+        (
+            f"parameter {name} has shape {list(state[name].shape)} there and {list(tensor.shape)} here"
+            for name, tensor in expected.items()
+            if name in state and tuple(state[name].shape) != tuple(tensor.shape)
+        ),
+        None,
+    )
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    if difference is None and missing:
+        difference = f"it lacks the parameter {missing[0]} of this model"
+    if difference is None and unexpected:
+        difference = f"it has a parameter {unexpected[0]} that this model lacks"
+    if difference is not None:
+        raise ValueError(f"{key}={path} is a checkpoint of another config: {difference}; {advice}")
+    return checkpoint
+
+
+def callback_state(checkpoint: dict[str, Any], key: str) -> Any:
+    """The value of ``key`` in the first callback state of ``checkpoint`` that has it, or ``None``."""
+    for state in (checkpoint.get("callbacks") or {}).values():
+        if isinstance(state, dict) and key in state:
+            return state[key]
+    return None
+
+
+def resumable_checkpoint(run_dir: str | Path, *, quiet: bool = False) -> Path | None:
     """The newest complete checkpoint of ``run_dir`` (``last.ckpt``, else ``previous.ckpt``), or
-    ``None``; each one found broken is named in a warning."""
+    ``None``; each one found broken is named in a warning (unless ``quiet``)."""
     for candidate in (Path(run_dir) / LAST_CHECKPOINT, Path(run_dir) / PREVIOUS_CHECKPOINT):
         if not candidate.exists():
             continue
         if is_complete(candidate):
             return candidate
-        log.warning(
-            "checkpoint %s is truncated or corrupt (%d bytes): skipped", candidate, candidate.stat().st_size
-        )
+        if not quiet:
+            log.warning(
+                "checkpoint %s is truncated or corrupt (%d bytes): skipped",
+                candidate,
+                candidate.stat().st_size,
+            )
     return None

@@ -144,7 +144,9 @@ class AnalysisConfig:
     def __post_init__(self) -> None:
         check_int("nc.every_n_epochs", self.every_n_epochs, minimum=1)
         eps = list(self.eps) if is_list(self.eps) else [self.eps]  # nc.eps=0.05: a list of one
-        if not eps or not all(isinstance(e, Real) and not isinstance(e, bool) and 0.0 <= e < 1.0 for e in eps):
+        if not eps or not all(
+            isinstance(e, Real) and not isinstance(e, bool) and 0.0 <= e < 1.0 for e in eps
+        ):
             raise ValueError(
                 f"nc.eps must be a number or a non-empty list of numbers in [0, 1), got {self.eps!r}"
             )
