@@ -95,14 +95,14 @@ def one_line_config_error(error: HydraException | OmegaConfBaseException) -> str
             f"unknown key {full_key}{did_you_mean(leaf, list(parent.keys()), prefix)}; keys of "
             f"{where}: {sorted(str(key) for key in parent.keys())} (a new key is added with +{full_key}=...)"
         )
+    if isinstance(cause, OmegaConfBaseException) and full_key:  # then 'full_key: ...' lines
+        return f"{full_key}: {str(cause).splitlines()[0]}"
     lines = []
     for line in str(error).splitlines():
         if line.startswith("Config search path"):
             break
         if line.strip():
             lines.append(line.strip())
-    if isinstance(error, OmegaConfBaseException) and full_key and not any(full_key in line for line in lines):
-        lines.insert(0, f"{full_key}:")
     return " ".join(lines)
 
 

@@ -46,11 +46,12 @@ from hydra.types import RunMode
 from hydra.utils import get_object, instantiate
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from ncdepth.cli import CONFIG_PATH
-from ncdepth.cli.errors import run_hydra_app
+from ncdepth.cli.errors import one_line_config_error, run_hydra_app
 from ncdepth.cli.launcher_checks import slurm_layout_error
 from ncdepth.cli.run_files import log_to_file, save_run_config
 from ncdepth.data import DatasetUnavailableError
@@ -235,11 +236,11 @@ def app(cfg: DictConfig) -> None:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
         return
     try:
-        trainer, module, datamodule = build_run(cfg, run_dir)
         config = OmegaConf.to_container(cfg, resolve=True)
         if not check_run_dir(run_dir, config):
             print(f"ncdepth-train: {run_dir} holds a finished run with this config: nothing to do")
             return
+        trainer, module, datamodule = build_run(cfg, run_dir)
     except (*BUILD_ERRORS, RunRefused) as error:  # names the key or the files; no traceback
         _refuse(error, cfg, run_dir, multirun, record=not isinstance(error, RunRefused))
         return
@@ -384,7 +385,10 @@ def _refuse(
 ) -> None:
     """Report ``error`` in one line. In a multirun, a job directory that holds no earlier run
     records it (``.hydra/``, ``status.json`` failed) and the sweep goes on; a single run exits 2."""
-    message = f"{type(error).__name__}: {error}" if details else str(error)
+    if isinstance(error, OmegaConfBaseException):  # an interpolation that does not resolve
+        message = one_line_config_error(error)
+    else:
+        message = f"{type(error).__name__}: {error}" if details else str(error)
     print(f"ncdepth-train: error: {message}", file=sys.stderr)
     if not multirun:
         raise SystemExit(2)
