@@ -8,16 +8,19 @@
 
 The life of a run directory (file names and formats: :mod:`ncdepth.rundir`):
 
-1. The config is resolved, validated and every object (data, model, module, trainer) is built
-   before the directory receives a file: a wrong value exits 2 with one line naming the key.
-2. A directory that already holds a run is compared with the new config: a difference in any key
-   outside :data:`ncdepth.rundir.RESUMABLE_KEYS` exits 2, listing the keys, and changes nothing; a
-   finished run asked for no more epochs exits 0 and changes nothing.
-3. The process takes the directory's lock (another live owner: exit 2, naming it), writes
-   ``.hydra/`` and ``status.json`` (``running``), and trains, resuming from the newest complete
-   checkpoint of the directory (``auto_resume``) or from ``ckpt_path``.
+1. A directory that already holds a run is compared with the resolved config: a difference in any
+   key outside :data:`ncdepth.rundir.RESUMABLE_KEYS` exits 2, listing the keys, and changes nothing;
+   a finished run asked for no more epochs exits 0 and changes nothing.
+2. The config is validated (keys a constructor does not take included) and every object (data,
+   model, module, trainer) is built before the directory receives a file; a ``ckpt_path`` must be
+   a checkpoint of this model. A wrong value exits 2 with one line naming the key
+   (:mod:`ncdepth.cli.errors`: Hydra's own errors too, and no directory is left behind).
+3. The process takes the directory's lock (another live owner: exit 2, naming it), checks the files
+   a resume needs (:func:`check_resume_files`: exit 2 naming a damaged one), writes ``.hydra/`` and
+   ``status.json`` (``running``), and trains, resuming from the newest complete checkpoint of the
+   directory (``auto_resume``) or from ``ckpt_path``.
 4. ``status.json`` ends ``finished``, or ``failed`` with the reason (the traceback goes to
-   ``train.log``). SIGTERM / SIGUSR1 / SIGUSR2 save a checkpoint first
+   ``train.log``; a single run prints one line and exits 1). SIGTERM / SIGUSR1 / SIGUSR2 save a checkpoint first
    (:mod:`ncdepth.training.checkpointing`); under submitit, submitit requeues the task, which then
    resumes in the same directory. Lightning's own Slurm requeue is off: submitit owns the requeue.
 
