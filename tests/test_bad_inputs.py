@@ -6,7 +6,7 @@ as before, down to the bytes and modification times of every file and the set of
 
 Rows name their inputs with placeholders filled per row: ``{run}`` a copy of a finished tiny run
 (``RUN``), ``{file}`` an ordinary file, ``{garbage}`` 100 random bytes named ``garbage.ckpt``,
-``{readonly}`` a read-only directory. A row may damage its copy of the run first (``damage``).
+``{readonly}`` a read-only directory, ``{empty}`` a sweep directory holding only an empty ``0/``. A row may damage its copy of the run first (``damage``).
 The rows run four at a time.
 """
 
@@ -109,7 +109,7 @@ CASES = {
         *RUN,
         "model.width=32",
         "ckpt_path={run}/checkpoints/last.ckpt",
-        words=("checkpoint of another config", "shape [16, 16] there and [32, 32] here"),
+        words=("checkpoint of another config", "there and [32, 64] here"),
     ),
     "metrics_csv_cut_mid_line": train(
         *RUN,
@@ -139,6 +139,7 @@ CASES = {
         "ncdepth-kernels", ("+kernels_experiment=balanced_quik",), ("kernels_experiment=balanced_quick",)
     ),
     "report_missing_sweep": Case("ncdepth-report", ("nothing_here",), ("nothing_here", "does not exist")),
+    "report_empty_sweep": Case("ncdepth-report", ("{empty}",), ("empty_sweep", "holds no run directory")),
     "report_unknown_format": Case("ncdepth-report", ("{run}", "--format", "csv,xlsx"), ("--format",)),
     "report_out_under_proc": Case(
         "ncdepth-report", ("{run}", "--out", "/proc/ncdepth/report"), ("/proc/ncdepth", "--out")
@@ -212,7 +213,14 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
             case.damage(run_dir)
         (cwd / "file").write_text("an ordinary file\n")
         (cwd / "garbage.ckpt").write_bytes(os.urandom(100))
-        places = {"run": run_dir, "file": cwd / "file", "garbage": cwd / "garbage.ckpt", "readonly": readonly}
+        (cwd / "empty_sweep" / "0").mkdir(parents=True)
+        places = {
+            "run": run_dir,
+            "file": cwd / "file",
+            "garbage": cwd / "garbage.ckpt",
+            "readonly": readonly,
+            "empty": cwd / "empty_sweep",
+        }
         args = list(case.args)
         for key, place in places.items():
             args = [arg.replace(f"{{{key}}}", str(place)) for arg in args]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +12,6 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 
-from conftest import directory_fingerprint
 from ncdepth.cli import CONFIG_DIR
 from ncdepth.training.config import (
     TOP_LEVEL_KEYS,
@@ -143,48 +141,3 @@ def test_a_longer_max_epochs_continues_a_finished_run_to_the_same_end(
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "metrics.csv"), pd.read_csv(straight_run / "metrics.csv")
     )
-
-
-BAD_INPUTS = [
-    ("model=no_such_model", "model"),
-    ("data=no_such_dataset", "data"),
-    ("model.depth=0", "model.depth"),
-    ("model.width=0", "model.width"),
-    ("data.label_noise=1.5", "data.label_noise"),
-    ("data.imbalance_ratio=0.5", "data.imbalance_ratio"),
-    ("+no_such_key=1", "no_such_key"),
-    ("optimizer.lr=-1", "optimizer.lr"),
-    ("ckpt_path=/nonexistent/last.ckpt", "ckpt_path"),
-    ("data=cifar10 data.data_dir=/nonexistent/ncdepth-data", "/nonexistent/ncdepth-data"),
-]
-
-
-def with_overrides(base: Sequence[str], overrides: Sequence[str]) -> list[str]:
-    """``base`` without the entries whose key ``overrides`` sets again, then ``overrides``."""
-    keys = {override.split("=")[0] for override in overrides}
-    return [entry for entry in base if entry.split("=")[0] not in keys] + list(overrides)
-
-
-def run_all(commands: Sequence[Sequence[str]]) -> list[subprocess.CompletedProcess[str]]:
-    """Run ``commands`` concurrently and wait for all of them."""
-    processes = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for command in commands
-    ]
-    results = []
-    for command, process in zip(commands, processes, strict=True):
-        stdout, stderr = process.communicate(timeout=300)
-        results.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
-    return results
-
-
-def test_bad_inputs_fail_naming_the_key_and_leave_earlier_runs_alone(straight_run: Path) -> None:
-    before = directory_fingerprint(straight_run)
-    commands = [
-        [str(NCDEPTH_TRAIN), f"hydra.run.dir={straight_run}", *with_overrides(FAST, override.split())]
-        for override, _ in BAD_INPUTS
-    ]
-    for (override, key), result in zip(BAD_INPUTS, run_all(commands), strict=True):
-        assert result.returncode != 0, override
-        assert key in result.stderr, (override, result.stderr[-2000:])
-    assert directory_fingerprint(straight_run) == before

@@ -244,6 +244,8 @@ def app(cfg: DictConfig) -> None:
             print(f"ncdepth-train: {run_dir} holds a finished run with this config: nothing to do")
             return
         trainer, module, datamodule = build_run(cfg, run_dir)
+        resume_from = resume_candidate(cfg, run_dir)
+        recorded_attempt = None if resume_from is None else check_resume_files(run_dir, resume_from, module)
     except (*BUILD_ERRORS, RunRefused) as error:  # names the key or the files; no traceback
         _refuse(error, cfg, run_dir, multirun, record=not isinstance(error, RunRefused))
         return
@@ -254,7 +256,7 @@ def app(cfg: DictConfig) -> None:
         return
     try:
         with RunLock(run_dir):
-            _train(cfg, config, run_dir, trainer, module, datamodule, multirun)
+            _train(cfg, config, run_dir, trainer, module, datamodule, multirun, recorded_attempt)
     except (RunLocked, RunRefused) as error:
         _refuse(error, cfg, run_dir, multirun, record=False)
 
@@ -267,31 +269,28 @@ def _train(
     module: NCModule,
     datamodule: pl.LightningDataModule,
     multirun: bool,
+    recorded_attempt: int | None,
 ) -> None:
-    """Fit under the lock, recording the outcome in ``status.json``."""
+    """Fit under the lock, recording the outcome in ``status.json``; ``recorded_attempt`` is the
+    attempt that wrote the checkpoint it resumes from, if any (:func:`check_resume_files`)."""
     if not check_run_dir(run_dir, config):  # the directory may have changed while we built
         print(f"ncdepth-train: {run_dir} holds a finished run with this config: nothing to do")
         return
     status = read_status(run_dir)
-    if cfg.ckpt_path is not None:
-        resume_from: str | Path | None = cfg.ckpt_path
-    else:
-        resume_from = resumable_checkpoint(run_dir, quiet=True) if cfg.auto_resume else None
-    recorded_attempt = None if resume_from is None else check_resume_files(run_dir, resume_from, module)
     save_run_config(cfg, run_dir)
     attempts = 1 + int(status.get("attempts", 0) if status else recorded_attempt or 0)
     write_status(run_dir, RUNNING, fingerprint=config_fingerprint(config), config=config, attempts=attempts)
     checkpointing = next(callback for callback in trainer.callbacks if isinstance(callback, RunCheckpoint))
     checkpointing.attempt = attempts
     with log_to_file(run_dir / RUN_LOG):
-        if status is None and recorded_attempt is not None:
+        if status is None and recorded_attempt:
             log.warning(
                 "%s was missing: attempts continue from the checkpoint's record (this is attempt %d)",
                 STATUS_FILE,
                 attempts,
             )
         metrics = run_dir / METRICS_FILE
-        if resume_from is not None and metrics.exists() and not metrics.read_bytes().endswith(b"\n"):
+        if recorded_attempt is not None and metrics.exists() and not metrics.read_bytes().endswith(b"\n"):
             log.warning("%s ends mid-line: cut back to the checkpoint's rows, which are all whole", metrics)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
@@ -313,11 +312,19 @@ def _train(
     write_status(run_dir, FINISHED)
 
 
-def check_resume_files(run_dir: Path, checkpoint_path: str | Path, module: NCModule) -> int | None:
+def resume_candidate(cfg: DictConfig, run_dir: Path) -> str | Path | None:
+    """The checkpoint :func:`resume_checkpoint` will resume from, found without a word in the log."""
+    if cfg.ckpt_path is not None:
+        return str(cfg.ckpt_path)
+    return resumable_checkpoint(run_dir, quiet=True) if cfg.auto_resume else None
+
+
+def check_resume_files(run_dir: Path, checkpoint_path: str | Path, module: NCModule) -> int:
     """Check, before anything is written, what a resume from ``checkpoint_path`` needs: a
     checkpoint of this config (:func:`checked_checkpoint`) and, when it is this directory's or the
     directory has a ``metrics.csv``, a ``metrics.csv`` at least as long as when the checkpoint was
-    written (the rows after it are measured again). Returns the attempt the checkpoint records;
+    written (the rows after it are measured again). Returns the attempt the checkpoint records (0
+    for a checkpoint written before attempts were recorded);
     raises :class:`RunRefused` in one line naming the file and what to do."""
     key = (
         "ckpt_path" if not Path(checkpoint_path).resolve().is_relative_to(run_dir.resolve()) else "checkpoint"
@@ -335,8 +342,7 @@ def check_resume_files(run_dir: Path, checkpoint_path: str | Path, module: NCMod
             f"written: rows measured before that checkpoint are lost. Put the whole file back, or "
             f"start afresh in another hydra.run.dir (or after removing {run_dir / CHECKPOINT_DIR})"
         )
-    attempt = callback_state(checkpoint, "attempt")
-    return None if attempt is None else int(attempt)
+    return int(callback_state(checkpoint, "attempt") or 0)
 
 
 def check_constructor_keys(section: str, node: DictConfig, passed: tuple[str, ...] = ()) -> None:
