@@ -7,7 +7,8 @@ as before, down to the bytes and modification times of every file and the set of
 Rows name their inputs with placeholders filled per row: ``{run}`` a copy of a finished tiny run
 (``RUN``), ``{file}`` an ordinary file, ``{garbage}`` 100 random bytes named ``garbage.ckpt``,
 ``{readonly}`` a read-only directory, ``{empty}`` a sweep directory holding only an empty ``0/``. A row may damage its copy of the run first (``damage``).
-The rows run four at a time.
+The rows run four at a time; those of :data:`SLOW` (a mechanism a faster row already exercises)
+only with ``make test-slow``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,33 @@ CASES = {
 }
 
 
+SLOW = {
+    "unknown_top_level_key",
+    "unknown_dataset",
+    "unknown_data_key",
+    "unknown_added_key",
+    "unknown_trainer_key",
+    "width_0",
+    "max_epochs_0",
+    "label_noise_above_1",
+    "imbalance_ratio_below_1",
+    "negative_lr",
+    "missing_dataset_files",
+    "run_dir_below_a_file",
+    "ckpt_path_missing",
+    "rerun_with_another_imbalance",
+    "rerun_with_another_lr",
+    "rerun_with_another__target_",
+    "ufm_bad_value",
+    "ufm_run_dir_under_proc",
+    "kernels_unknown_experiment",
+    "report_empty_sweep",
+    "report_unknown_format",
+    "report_out_read_only",
+}
+"""Rows whose mechanism a faster row already exercises: run by ``make test-slow``."""
+
+
 def make_read_only(directory: Path) -> bool:
     """Make ``directory`` read-only for this process: a read-only tmpfs where the machine lets us
     mount one, else permissions (which root ignores). Whether it worked."""
@@ -184,27 +212,16 @@ class Outcome:
     after: dict
 
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
-    """Every row of :data:`CASES`, run four at a time."""
-    root = tmp_path_factory.mktemp("bad_inputs")
-    finished = root / "finished_run"
-    made = subprocess.run(
-        [str(BIN / "ncdepth-train"), *RUN, f"hydra.run.dir={finished}"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=300,
-    )
-    assert made.returncode == 0, made.stderr[-3000:]
-    readonly = root / "readonly"
-    if not make_read_only(readonly):
-        readonly = None
+def run_rows(
+    root: Path, finished: Path, readonly: Path | None, names: list[str]
+) -> dict[str, Outcome | None]:
+    """Run the rows ``names`` of :data:`CASES`, four at a time, each in ``root/<name>`` with a copy
+    of the ``finished`` run; ``None`` for a row needing ``readonly`` when there is none."""
 
     def run(name: str) -> Outcome | None:
         case = CASES[name]
         if "{readonly}" in " ".join(case.args) and readonly is None:
-            return None  # no read-only directory here (root, and no mount): reported as skipped
+            return None
         cwd = root / name
         cwd.mkdir()
         run_dir = cwd / "run"
@@ -236,16 +253,44 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
         return Outcome(args, result.returncode, result.stderr, before, fingerprint(cwd))
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip(CASES, pool.map(run, CASES), strict=True))
+        return dict(zip(names, pool.map(run, names), strict=True))
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_a_bad_input_exits_with_one_line_naming_it_and_writes_nothing(
-    name: str, outcomes: dict[str, Outcome | None]
-) -> None:
-    case, outcome = CASES[name], outcomes[name]
+@pytest.fixture(scope="module")
+def places(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, Path | None]]:
+    """The rows' root directory, the finished tiny run and a read-only directory (or ``None``)."""
+    root = tmp_path_factory.mktemp("bad_inputs")
+    finished = root / "finished_run"
+    made = subprocess.run(
+        [str(BIN / "ncdepth-train"), *RUN, f"hydra.run.dir={finished}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    readonly = root / "readonly"
+    writable = not make_read_only(readonly)
+    yield root, finished, None if writable else readonly
+    subprocess.run(["umount", "-l", str(readonly)], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def outcomes(places: tuple[Path, Path, Path | None]) -> dict[str, Outcome | None]:
+    return run_rows(*places, [name for name in CASES if name not in SLOW])
+
+
+@pytest.fixture(scope="module")
+def slow_outcomes(places: tuple[Path, Path, Path | None]) -> dict[str, Outcome | None]:
+    return run_rows(*places, sorted(SLOW))
+
+
+def check_refused(name: str, outcome: Outcome | None) -> None:
+    """Row ``name`` exited as it says, with its words in one ``<command>: error:`` line (the last
+    on stderr), no traceback, and wrote nothing."""
+    case = CASES[name]
     if outcome is None:
-        pytest.skip("no read-only directory can be made here (root, no mount)")
+        pytest.skip("no read-only directory can be made here (root, and no mount)")
     where = f"{case.command} {' '.join(outcome.args)}:\n{outcome.stderr[-3000:]}"
     assert outcome.returncode == case.exit_code, where
     assert "Traceback" not in outcome.stderr, where
@@ -254,3 +299,18 @@ def test_a_bad_input_exits_with_one_line_naming_it_and_writes_nothing(
     for word in case.words:
         assert word in last, (word, where)
     assert outcome.after == outcome.before, where  # no file written or changed, no directory made
+
+
+@pytest.mark.parametrize("name", [name for name in CASES if name not in SLOW])
+def test_a_bad_input_exits_with_one_line_naming_it_and_writes_nothing(
+    name: str, outcomes: dict[str, Outcome | None]
+) -> None:
+    check_refused(name, outcomes[name])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SLOW))
+def test_more_bad_inputs_exit_with_one_line_naming_them_and_write_nothing(
+    name: str, slow_outcomes: dict[str, Outcome | None]
+) -> None:
+    check_refused(name, slow_outcomes[name])
