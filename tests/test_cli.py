@@ -141,3 +141,12 @@ def test_a_longer_max_epochs_continues_a_finished_run_to_the_same_end(
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "metrics.csv"), pd.read_csv(straight_run / "metrics.csv")
     )
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"), [("nc.eps=0.05", (0.05,)), ("nc.eps=[0.01,0.1]", (0.01, 0.1))]
+)
+def test_nc_eps_given_as_one_number_is_a_list_of_one(override: str, expected: tuple[float, ...]) -> None:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[override])
+    assert from_node(AnalysisConfig, "nc", cfg.nc).eps == expected
