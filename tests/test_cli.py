@@ -119,12 +119,61 @@ def test_training_writes_every_output(straight_run: Path) -> None:
     assert set(table["split"]) == {"train", "test"}
 
 
-def test_ncc_train_accuracy_rises_with_the_layer(straight_run: Path) -> None:
-    table = pd.read_csv(straight_run / "metrics.csv")
-    final = table[(table["epoch"] == EPOCHS) & (table["split"] == "train") & (table["metric"] == "ncc_acc")]
-    accuracy = final.set_index("layer")["value"]
-    assert accuracy.iloc[-1] > accuracy.iloc[0]
-    assert (accuracy.diff().dropna() >= -0.01).all(), accuracy.to_dict()
+MEMORISED = [
+    "data=digits",
+    "data.samples_per_class=20",
+    "data.label_noise=0.3",
+    "data.batch_size=20",
+    "model.depth=4",
+    "model.width=256",
+    "optimizer.name=adam",
+    "optimizer.lr=0.001",
+    "optimizer.momentum=0",
+    "optimizer.weight_decay=0",
+    "scheduler=constant",
+    "trainer.max_epochs=100",
+    "+trainer.check_val_every_n_epoch=100",
+    "nc.every_n_epochs=100",
+    "callbacks=none",
+    "trainer.enable_progress_bar=false",
+]
+"""200 digits, 30 % of their labels changed, memorised (train accuracy 1 after 100 epochs of Adam)."""
+MEMORISED_SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def memorised_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    sweep = tmp_path_factory.mktemp("memorised")
+    seeds = ",".join(map(str, MEMORISED_SEEDS))
+    result = subprocess.run(
+        [str(NCDEPTH_TRAIN), "-m", f"seed={seeds}", *MEMORISED, f"hydra.sweep.dir={sweep}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return sweep
+
+
+def test_ncc_train_accuracy_rises_with_the_layer(memorised_sweep: Path) -> None:
+    """Where the trend is certain: a network that memorised 30 % changed labels. Its last layer
+    separates the trained (changed) classes, so its NCC train accuracy is near 1; its first layer,
+    one random-feature-like map from the input, still groups a changed sample with its true class,
+    so its NCC accuracy against the trained labels stays near 0.7. Measured here (seeds 0, 1, 2):
+    layer 1 0.685 / 0.695 / 0.715, layer 4 0.995 / 0.98 / 0.99; the gap asserted (0.2) is
+    0.075 (15 samples of 200) below the smallest measured one, and the seed-mean accuracy rises
+    by at least 0.027 from layer to layer, asserted with 0.01 of slack."""
+    means = []
+    for seed in MEMORISED_SEEDS:
+        summary = json.loads((memorised_sweep / str(seed) / "summary.json").read_text())
+        assert summary["accuracy"]["train"] >= 0.99, summary["accuracy"]  # memorised
+        table = pd.read_csv(memorised_sweep / str(seed) / "metrics.csv")
+        final = table[(table["epoch"] == 100) & (table["split"] == "train") & (table["metric"] == "ncc_acc")]
+        accuracy = final.set_index("layer")["value"]
+        assert accuracy.iloc[-1] - accuracy.iloc[0] >= 0.2, (seed, accuracy.to_dict())
+        means.append(accuracy)
+    mean = pd.concat(means, axis=1).mean(axis=1)
+    assert (mean.diff().dropna() >= -0.01).all(), mean.to_dict()
 
 
 def test_a_longer_max_epochs_continues_a_finished_run_to_the_same_end(
