@@ -31,18 +31,27 @@ from ncdepth.training import NeuralCollapseCallback
 POINTS = ("batch", "analysis", "epoch_end", "checkpoint_write", "train_end")
 
 
-def die(signal_name: str = "SIGKILL") -> None:
-    """Send ``signal_name`` to this process (``SIGKILL`` never returns)."""
+def die(signal_name: str = "SIGKILL", group: bool = False) -> None:
+    """Send ``signal_name`` to this process, or with ``group`` to its whole process group (every
+    process of a DDP run started in its own session); ``SIGKILL`` never returns."""
+    if group:
+        os.killpg(os.getpgrp(), signal.Signals[signal_name])
     os.kill(os.getpid(), signal.Signals[signal_name])
 
 
 class KillAt(pl.Callback):
-    """Send ``signal`` to this process at ``point`` of ``epoch`` (module docstring)."""
+    """Send ``signal`` to this process (with ``group``, to its process group: a DDP run's every
+    process, whichever reaches the point first) at ``point`` of ``epoch`` (module docstring)."""
 
-    def __init__(self, point: str, epoch: int, batch: int = 0, signal: str = "SIGKILL") -> None:
+    def __init__(
+        self, point: str, epoch: int, batch: int = 0, signal: str = "SIGKILL", group: bool = False
+    ) -> None:
         if point not in POINTS:
             raise ValueError(f"point must be one of {POINTS}, got {point!r}")
-        self.point, self.epoch, self.batch, self.signal = point, epoch, batch, signal
+        self.point, self.epoch, self.batch, self.signal, self.group = point, epoch, batch, signal, group
+
+    def die(self) -> None:
+        die(self.signal, self.group)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.point == "analysis":
@@ -55,7 +64,7 @@ class KillAt(pl.Callback):
                 before = nc.table.size()
                 append(epoch, results)
                 os.truncate(nc.table.path, before + (nc.table.size() - before) // 2)
-                die(self.signal)
+                self.die()
 
             nc.table.append = half_append
         if self.point == "checkpoint_write":
@@ -66,22 +75,22 @@ class KillAt(pl.Callback):
                 save(checkpoint, path, *args, **kwargs)
                 if trainer.current_epoch + 1 == self.epoch:
                     os.truncate(path, Path(path).stat().st_size // 2)
-                    die(self.signal)
+                    self.die()
 
             io.save_checkpoint = half_save
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
         if self.point == "batch" and trainer.current_epoch == self.epoch and progress.processed == self.batch:
-            die(self.signal)
+            self.die()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.point == "epoch_end" and trainer.current_epoch + 1 == self.epoch:
-            die(self.signal)
+            self.die()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.point == "train_end":
-            die(self.signal)
+            self.die()
 
 
 class Pause(pl.Callback):

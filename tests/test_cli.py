@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +12,6 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 
-from conftest import directory_fingerprint
 from ncdepth.cli import CONFIG_DIR
 from ncdepth.training.config import (
     TOP_LEVEL_KEYS,
@@ -121,12 +119,61 @@ def test_training_writes_every_output(straight_run: Path) -> None:
     assert set(table["split"]) == {"train", "test"}
 
 
-def test_ncc_train_accuracy_rises_with_the_layer(straight_run: Path) -> None:
-    table = pd.read_csv(straight_run / "metrics.csv")
-    final = table[(table["epoch"] == EPOCHS) & (table["split"] == "train") & (table["metric"] == "ncc_acc")]
-    accuracy = final.set_index("layer")["value"]
-    assert accuracy.iloc[-1] > accuracy.iloc[0]
-    assert (accuracy.diff().dropna() >= -0.01).all(), accuracy.to_dict()
+MEMORISED = [
+    "data=digits",
+    "data.samples_per_class=20",
+    "data.label_noise=0.3",
+    "data.batch_size=20",
+    "model.depth=4",
+    "model.width=256",
+    "optimizer.name=adam",
+    "optimizer.lr=0.001",
+    "optimizer.momentum=0",
+    "optimizer.weight_decay=0",
+    "scheduler=constant",
+    "trainer.max_epochs=100",
+    "+trainer.check_val_every_n_epoch=100",
+    "nc.every_n_epochs=100",
+    "callbacks=none",
+    "trainer.enable_progress_bar=false",
+]
+"""200 digits, 30 % of their labels changed, memorised (train accuracy 1 after 100 epochs of Adam)."""
+MEMORISED_SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def memorised_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    sweep = tmp_path_factory.mktemp("memorised")
+    seeds = ",".join(map(str, MEMORISED_SEEDS))
+    result = subprocess.run(
+        [str(NCDEPTH_TRAIN), "-m", f"seed={seeds}", *MEMORISED, f"hydra.sweep.dir={sweep}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return sweep
+
+
+def test_ncc_train_accuracy_rises_with_the_layer(memorised_sweep: Path) -> None:
+    """Where the trend is certain: a network that memorised 30 % changed labels. Its last layer
+    separates the trained (changed) classes, so its NCC train accuracy is near 1; its first layer,
+    one layer from the input, still groups a changed sample with its true class, so its NCC
+    accuracy against the trained labels stays near 1 - 0.3. Measured here (seeds 0, 1, 2):
+    layer 1 0.685 / 0.695 / 0.715, layer 4 0.995 / 0.98 / 0.99; the gap asserted (0.2) is
+    0.075 (15 samples of 200) below the smallest measured one, and the seed-mean accuracy rises
+    by at least 0.027 from layer to layer, asserted with 0.01 of slack."""
+    means = []
+    for seed in MEMORISED_SEEDS:
+        summary = json.loads((memorised_sweep / str(seed) / "summary.json").read_text())
+        assert summary["accuracy"]["train"] >= 0.99, summary["accuracy"]  # memorised
+        table = pd.read_csv(memorised_sweep / str(seed) / "metrics.csv")
+        final = table[(table["epoch"] == 100) & (table["split"] == "train") & (table["metric"] == "ncc_acc")]
+        accuracy = final.set_index("layer")["value"]
+        assert accuracy.iloc[-1] - accuracy.iloc[0] >= 0.2, (seed, accuracy.to_dict())
+        means.append(accuracy)
+    mean = pd.concat(means, axis=1).mean(axis=1)
+    assert (mean.diff().dropna() >= -0.01).all(), mean.to_dict()
 
 
 def test_a_longer_max_epochs_continues_a_finished_run_to_the_same_end(
@@ -145,46 +192,10 @@ def test_a_longer_max_epochs_continues_a_finished_run_to_the_same_end(
     )
 
 
-BAD_INPUTS = [
-    ("model=no_such_model", "model"),
-    ("data=no_such_dataset", "data"),
-    ("model.depth=0", "model.depth"),
-    ("model.width=0", "model.width"),
-    ("data.label_noise=1.5", "data.label_noise"),
-    ("data.imbalance_ratio=0.5", "data.imbalance_ratio"),
-    ("+no_such_key=1", "no_such_key"),
-    ("optimizer.lr=-1", "optimizer.lr"),
-    ("ckpt_path=/nonexistent/last.ckpt", "ckpt_path"),
-    ("data=cifar10 data.data_dir=/nonexistent/ncdepth-data", "/nonexistent/ncdepth-data"),
-]
-
-
-def with_overrides(base: Sequence[str], overrides: Sequence[str]) -> list[str]:
-    """``base`` without the entries whose key ``overrides`` sets again, then ``overrides``."""
-    keys = {override.split("=")[0] for override in overrides}
-    return [entry for entry in base if entry.split("=")[0] not in keys] + list(overrides)
-
-
-def run_all(commands: Sequence[Sequence[str]]) -> list[subprocess.CompletedProcess[str]]:
-    """Run ``commands`` concurrently and wait for all of them."""
-    processes = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for command in commands
-    ]
-    results = []
-    for command, process in zip(commands, processes, strict=True):
-        stdout, stderr = process.communicate(timeout=300)
-        results.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
-    return results
-
-
-def test_bad_inputs_fail_naming_the_key_and_leave_earlier_runs_alone(straight_run: Path) -> None:
-    before = directory_fingerprint(straight_run)
-    commands = [
-        [str(NCDEPTH_TRAIN), f"hydra.run.dir={straight_run}", *with_overrides(FAST, override.split())]
-        for override, _ in BAD_INPUTS
-    ]
-    for (override, key), result in zip(BAD_INPUTS, run_all(commands), strict=True):
-        assert result.returncode != 0, override
-        assert key in result.stderr, (override, result.stderr[-2000:])
-    assert directory_fingerprint(straight_run) == before
+@pytest.mark.parametrize(
+    ("override", "expected"), [("nc.eps=0.05", (0.05,)), ("nc.eps=[0.01,0.1]", (0.01, 0.1))]
+)
+def test_nc_eps_given_as_one_number_is_a_list_of_one(override: str, expected: tuple[float, ...]) -> None:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[override])
+    assert from_node(AnalysisConfig, "nc", cfg.nc).eps == expected

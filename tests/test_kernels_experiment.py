@@ -101,19 +101,6 @@ def test_a_bad_value_is_rejected_naming_its_key(override: str, key: str) -> None
     assert key in str(error.value)
 
 
-def test_a_bad_value_exits_2_with_a_one_line_message(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [str(NCDEPTH_KERNELS), f"hydra.run.dir={tmp_path}", "class_sizes=[10,20]"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2
-    assert "ncdepth-kernels: error: class_sizes" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / KERNELS_FILE).exists()
-
-
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four real jobs (two d0, balanced and 1:3 class sizes), plus one run directory whose job died

@@ -6,8 +6,6 @@ files and logs; sweeps that record ``status.json`` are in ``test_sweep_accountin
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +30,6 @@ from ncdepth.report.style import (
 from ncdepth.rundir import log_error
 from ncdepth.training.results import ncc_train_error_figure
 
-NCDEPTH_REPORT = Path(sys.executable).parent / "ncdepth-report"
 DEPTHS = (2, 4)
 NOISES = (0.0, 0.2)
 SEEDS = (0, 1)
@@ -272,26 +269,6 @@ def test_log_error_reads_only_a_log_that_ends_in_an_error(tmp_path: Path) -> Non
     assert log_error(tmp_path) is None
     (tmp_path / "train.log").write_text("[2026-11-22 07:00:00,000][__main__][ERROR] - diverged\n")
     assert log_error(tmp_path) == "train.log: [2026-11-22 07:00:00,000][__main__][ERROR] - diverged"
-
-
-@pytest.mark.parametrize("make", ["missing", "empty"])
-def test_cli_exits_non_zero_without_a_run(tmp_path: Path, make: str) -> None:
-    target = tmp_path / "nothing_here"
-    if make == "empty":
-        (target / "0").mkdir(parents=True)
-    result = subprocess.run([str(NCDEPTH_REPORT), str(target)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    problem = "does not exist" if make == "missing" else "holds no run directory"
-    assert f"ncdepth-report: error: sweep directory {target} {problem}" in result.stderr
-
-
-def test_cli_rejects_an_unknown_table_format(sweep: tuple[Path, int], capsys) -> None:
-    sweep_dir, _ = sweep
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(sweep_dir), "--format", "csv,xlsx"])
-    assert exit_info.value.code == 2
-    assert "--format must be a comma-separated subset of ['csv', 'parquet']" in capsys.readouterr().err
-    assert not (sweep_dir / "report").exists()
 
 
 # -- the figures, read through their matplotlib objects ------------------------------------------

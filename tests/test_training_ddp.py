@@ -21,6 +21,7 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
+from ncdepth.data.shuffle import ResumableShuffle
 from ncdepth.models import MLP
 from ncdepth.training import AnalysisConfig, NCModule, NeuralCollapseCallback, OptimizerConfig
 from ncdepth.training.callback import _shard
@@ -160,3 +161,29 @@ def test_ddp_callback_equals_one_process(tmp_path: Path, strategy: str) -> None:
     keys = ["epoch", "split", "layer", "metric"]
     assert ddp[keys].equals(single[keys])
     assert ddp["value"].to_numpy() == pytest.approx(single["value"].to_numpy(), rel=1e-10, abs=1e-13)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+@pytest.mark.parametrize("dataset_size", [10, 11])
+def test_resumable_shuffle_shares_each_epoch_as_distributed_sampler_does_and_resumes_mid_epoch(
+    world_size: int, dataset_size: int
+) -> None:
+    """Every process draws the same order and takes ``order[rank::world]`` of it padded to a
+    multiple of the world (``DistributedSampler``'s shares); a state saved after ``k`` samples of
+    each share resumes every process with the rest of its share, then the next epochs agree."""
+    samplers = [
+        ResumableShuffle(torch.Generator().manual_seed(3)).shard(dataset_size, world_size, rank)
+        for rank in range(world_size)
+    ]
+    epoch = [list(sampler) for sampler in samplers]
+    order = torch.randperm(dataset_size, generator=torch.Generator().manual_seed(3)).tolist()
+    padded = (order * 2)[: len(samplers[0]) * world_size]
+    assert epoch == [padded[rank::world_size] for rank in range(world_size)]
+    assert sorted(set(sum(epoch, []))) == list(range(dataset_size))
+    states = [sampler.state_dict(consumed=2) for sampler in samplers]
+    following = [list(sampler) for sampler in samplers]
+    for rank, state in enumerate(states):
+        resumed = ResumableShuffle(torch.Generator().manual_seed(99)).shard(dataset_size, world_size, rank)
+        resumed.load_state_dict(state)
+        assert list(resumed) == epoch[rank][2:]
+        assert list(resumed) == following[rank]

@@ -166,16 +166,6 @@ def test_bad_config_values_raise_naming_the_key(override: str, key: str) -> None
         ufm_job(override)
 
 
-def test_bad_input_exits_2_naming_the_key_and_writes_nothing(tmp_path: Path) -> None:
-    run_dir = tmp_path / "bad"
-    result = subprocess.run(
-        [str(NCDEPTH_UFM), "feature_decay=-1", f"hydra.run.dir={run_dir}"], capture_output=True, text=True
-    )
-    assert result.returncode == 2
-    assert "ncdepth-ufm: error: feature_decay" in result.stderr
-    assert not run_dir.exists() or not any(run_dir.iterdir())
-
-
 def test_restarts_keep_the_start_with_the_lowest_objective() -> None:
     """Imbalanced, M = 3, past the minority-collapse threshold, plain starts only: the orthogonal
     start ends in a spurious minimum (every class collapsed), a Gaussian start reaches the closed

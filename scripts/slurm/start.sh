@@ -101,7 +101,7 @@ pgrep -u munge -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
 wait_for 30 munged munge -n
 
 chown mysql:mysql /run/mysqld
-pgrep -x mariadbd >/dev/null || { nohup mariadbd --user=mysql >/var/log/slurm/mariadb.log 2>&1 & }
+pgrep -x mariadbd >/dev/null || { setsid nohup mariadbd --user=mysql >/var/log/slurm/mariadb.log 2>&1 & }  # its own session: a killed process group of the caller leaves it running
 wait_for 60 MariaDB mariadb -e 'select 1'
 mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm';
             GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"

@@ -4,7 +4,8 @@ message names the config key and what it allows, before anything is computed or 
 * the value checks (:func:`check_int`, :func:`check_number`, :func:`check_bool`, :func:`check_choice`,
   :func:`check_int_list`) return the value, normalised (``int``, ``float``, ``list``); :func:`is_list`
   tells a config list (plain or OmegaConf) from a scalar;
-* :func:`check_keys` is the one unknown/missing-key check of a config node;
+* :func:`check_keys` is the one unknown/missing-key check of a config node (an unknown key is
+  named with its close matches, :func:`did_you_mean`);
 * :func:`from_node` builds a frozen settings dataclass from its config node: the node's keys are
   checked against the dataclass's fields (those without a default are required), and the
   dataclass checks and normalises its values in ``__post_init__``.
@@ -16,6 +17,7 @@ may import it. ``ncdepth.metrics`` keeps its own checks: it imports nothing of n
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from numbers import Integral, Real
 from typing import TypeVar
@@ -83,10 +85,22 @@ def check_keys(
     keys = list(keys)
     unknown = [key for key in keys if key not in allowed]
     if unknown:
-        raise ValueError(f"unknown key {prefix}{unknown[0]}; allowed keys of {where}: {sorted(allowed)}")
+        raise ValueError(
+            f"unknown key {prefix}{unknown[0]}{did_you_mean(unknown[0], allowed, prefix)}; "
+            f"allowed keys of {where}: {sorted(allowed)}"
+        )
     missing = [key for key in required if key not in keys]
     if missing:
         raise ValueError(f"missing key {prefix}{missing[0]} in {where}")
+
+
+def did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
+    """``" (did you mean PREFIX+match?)"`` for the entries of ``known`` closest to ``name``
+    (``difflib``), or ``""`` when none is close."""
+    matches = difflib.get_close_matches(str(name), [str(entry) for entry in known], n=3, cutoff=0.6)
+    if not matches:
+        return ""
+    return f" (did you mean {' or '.join(prefix + match for match in matches)}?)"
 
 
 def from_node(settings_type: type[Settings], section: str, node: object) -> Settings:

@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ncdepth.cli import CONFIG_PATH
+from ncdepth.cli.errors import run_hydra_app
 from ncdepth.cli.lifecycle import App, run_job
 from ncdepth.models import FCN2
 from ncdepth.rundir import KERNELS, KERNELS_LOG
@@ -36,8 +37,14 @@ KERNELS_APP = App(name=KERNELS, program="ncdepth-kernels", log_file=KERNELS_LOG)
 """``ncdepth-kernels``' run lifecycle: no key may change on a rerun."""
 
 
+def main() -> None:
+    """The ``ncdepth-kernels`` command: :func:`app` under the error contract of
+    :func:`ncdepth.cli.errors.run_hydra_app`."""
+    run_hydra_app("ncdepth-kernels", app)
+
+
 @hydra.main(config_path=CONFIG_PATH, config_name="kernels", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def app(cfg: DictConfig) -> None:
     """Run one job of ``ncdepth/conf/kernels.yaml``; outputs in the Hydra run directory."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
 

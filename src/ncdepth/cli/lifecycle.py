@@ -3,23 +3,24 @@
 :func:`run_job` takes one job of an :class:`App` through these steps (file names and formats:
 :mod:`ncdepth.rundir`):
 
-1. ``build()`` validates the config and builds whatever the job needs before the directory
-   receives a file: one of :attr:`App.build_errors` (a wrong value) is one line naming the key.
-2. A directory that already holds a run is compared with the new config (:func:`check_run_dir`):
+1. A directory that already holds a run is compared with the resolved config (:func:`check_run_dir`):
    a difference in a key outside :attr:`App.resumable` is refused, listing the keys, and changes
    nothing; a finished run with no more work (:attr:`App.more_work`) exits 0 and changes nothing.
+2. ``build()`` validates the config and builds whatever the job needs before the directory
+   receives a file: one of :attr:`App.build_errors` (a wrong value) is one line naming the key.
 3. The process takes the directory's :class:`~ncdepth.rundir.RunLock` (another live owner: refused,
    naming it), checks again, writes ``.hydra/`` and ``status.json`` (``running``, with ``app``,
    ``fingerprint``, ``config`` and ``attempts``) and runs ``work(built)`` with the root logger also
    appended to the app's log file.
-4. ``status.json`` ends ``finished``, or ``failed`` with the reason (the traceback in the log), or,
-   when ``stopped(built)`` says a signal stopped the job after a checkpoint (a :class:`Stop`), its
-   state (``requeued`` or ``failed``) and reason, and the exception re-raised (the requeue belongs to
-   whoever sent the signal) unless the stop is quiet in a multirun.
+4. ``status.json`` ends ``finished``, or ``failed`` with the reason (the traceback in the log; a
+   single run prints one line and exits 1), or, when ``stopped(built)`` says a signal stopped the
+   job after a checkpoint (a :class:`Stop`), its state (``requeued`` or ``failed``) and reason, and
+   the exception re-raised (the requeue belongs to whoever sent the signal) unless the stop is quiet
+   in a multirun.
 
-A refusal or a failure ends a single run with exit status 2 (a refusal, a build error) or the
-exception; in a multirun it is printed in one line, a job directory holding no earlier run records
-it (``.hydra/``, ``status.json`` failed), and the sweep goes on to its next job. The sweep's end
+A refusal ends a single run with exit status 2, a failure with 1; in a multirun it is printed in one
+line, a job directory holding no earlier run records it (``.hydra/``, ``status.json`` failed), and the
+sweep goes on to its next job. The sweep's end
 (:mod:`ncdepth.cli.sweep_callbacks`) accounts for every job and exits 1 unless all finished.
 """
 
@@ -36,7 +37,9 @@ from typing import Any, TypeVar
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from ncdepth.cli.errors import one_line_config_error
 from ncdepth.cli.run_files import log_to_file, save_run_config
 from ncdepth.rundir import (
     CONFIG_FILE,
@@ -64,13 +67,14 @@ def _no_more_work(earlier: Mapping[str, Any], config: Mapping[str, Any]) -> bool
 class App:
     """What differs between the apps: ``name`` (``status.json``'s ``app``, as
     :data:`ncdepth.rundir.APPS` lists them), the ``program`` that prefixes its messages, its
-    ``log_file``, the ``build_errors`` that are a config's fault (one line, no traceback), the keys
+    ``log_file``, what its ``work_name`` is called in a failure's one line, the ``build_errors`` that are a config's fault (one line, no traceback), the keys
     that may change when a run is rerun (``resumable(config)``) and whether a finished run asked for
     a config still has work (``more_work(earlier, config)``, e.g. more epochs)."""
 
     name: str
     program: str
     log_file: str
+    work_name: str = "job"
     build_errors: tuple[type[BaseException], ...] = (ValueError,)
     resumable: Callable[[Mapping[str, Any]], Sequence[str]] = field(default=lambda config: ())
     more_work: Callable[[Mapping[str, Any], Mapping[str, Any]], bool] = _no_more_work
@@ -98,16 +102,19 @@ def run_job(
     build: Callable[[], Built],
     work: Callable[[Built], None],
     stopped: Callable[[Built], Stop | None] = lambda built: None,
+    attempts_recorded: Callable[[Built], int] = lambda built: 0,
 ) -> None:
-    """Run one job of ``app`` in the Hydra run directory through the steps of the module docstring."""
+    """Run one job of ``app`` in the Hydra run directory through the steps of the module docstring.
+    ``attempts_recorded(built)``: the attempts made before, by a record other than ``status.json``
+    (a checkpoint's), counted on from when ``status.json`` is missing."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        built = build()
         config = OmegaConf.to_container(cfg, resolve=True)
         if not check_run_dir(app, run_dir, config):
             _nothing_to_do(app, run_dir)
             return
+        built = build()
     except (*app.build_errors, RunRefused) as error:  # names the key or the files; no traceback
         refuse(app, error, cfg, run_dir, multirun, record=not isinstance(error, RunRefused))
         return
@@ -118,7 +125,16 @@ def run_job(
         return
     try:
         with RunLock(run_dir):
-            _run_owned(app, cfg, config, run_dir, multirun, lambda: work(built), lambda: stopped(built))
+            _run_owned(
+                app,
+                cfg,
+                config,
+                run_dir,
+                multirun,
+                lambda: work(built),
+                lambda: stopped(built),
+                lambda: attempts_recorded(built),
+            )
     except (RunLocked, RunRefused) as error:
         refuse(app, error, cfg, run_dir, multirun, record=False)
 
@@ -131,13 +147,15 @@ def _run_owned(
     multirun: bool,
     work: Callable[[], None],
     stopped: Callable[[], Stop | None],
+    attempts_recorded: Callable[[], int],
 ) -> None:
     """Run ``work`` under the lock, recording the outcome in ``status.json``."""
     if not check_run_dir(app, run_dir, config):  # the directory may have changed while we built
         _nothing_to_do(app, run_dir)
         return
+    status = read_status(run_dir)
     save_run_config(cfg, run_dir)
-    attempts = int((read_status(run_dir) or {}).get("attempts", 0)) + 1
+    attempts = 1 + int(status.get("attempts", 0) if status else attempts_recorded())
     fingerprint = config_fingerprint(config, app.resumable(config))
     write_status(run_dir, RUNNING, app=app.name, fingerprint=fingerprint, config=config, attempts=attempts)
     with log_to_file(run_dir / app.log_file):
@@ -150,12 +168,26 @@ def _run_owned(
                 if interruption.quiet and multirun:
                     return
                 raise
-            log.exception("%s failed", app.program)
-            record_failure(run_dir, f"{type(error).__name__}: {error}".strip())
-            if multirun and isinstance(error, Exception):
+            reason = f"{type(error).__name__}: {error}".strip()
+            _append_traceback(run_dir / app.log_file)
+            log.error("%s failed: %s (the traceback is in %s)", app.work_name, reason, run_dir / app.log_file)
+            record_failure(run_dir, reason)
+            if not isinstance(error, Exception):
+                raise
+            if multirun:
                 return
-            raise
+            print(f"{app.program}: error: {app.work_name} failed: {reason}", file=sys.stderr)
+            raise SystemExit(1) from None
     write_status(run_dir, FINISHED)
+
+
+def _append_traceback(path: Path) -> None:
+    """Append the traceback being handled to ``path`` (nothing when that fails: a full disk)."""
+    try:
+        with path.open("a") as stream:
+            stream.write(traceback.format_exc())
+    except OSError:
+        pass
 
 
 def _nothing_to_do(app: App, run_dir: Path) -> None:
@@ -214,7 +246,10 @@ def refuse(
 ) -> None:
     """Report ``error`` in one line. In a multirun, a job directory that holds no earlier run
     records it (``.hydra/``, ``status.json`` failed) and the sweep goes on; a single run exits 2."""
-    message = f"{type(error).__name__}: {error}" if details else str(error)
+    if isinstance(error, OmegaConfBaseException):  # an interpolation that does not resolve
+        message = one_line_config_error(error)
+    else:
+        message = f"{type(error).__name__}: {error}" if details else str(error)
     print(f"{app.program}: error: {message}", file=sys.stderr)
     if not multirun:
         raise SystemExit(2)

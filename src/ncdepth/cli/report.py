@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ncdepth.cli.errors import one_line_os_error
 from ncdepth.report import collect_sweep, runs_table, save_figures, tidy_table, write_tables
 from ncdepth.report.bound import (
     BOUND_FIGURE,
@@ -72,10 +73,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the report; returns the exit status (0, or 2 for a missing or empty sweep directory;
-    argparse exits 2 for a bad ``--format``): whatever the jobs' states, the report is written."""
+    """Run the report; returns the exit status (0, or 2 for a missing or empty sweep directory or
+    an output directory that cannot be written, said in one line; argparse exits 2 for a bad
+    ``--format``): whatever the jobs' states, the report is written."""
     args = parse_args(argv)
     out = args.out if args.out is not None else args.sweep_dir / DEFAULT_OUT_SUBDIR
+    try:
+        return _report(args, out)
+    except OSError as error:  # --out read-only, under /proc, below a file; a full disk
+        print(f"ncdepth-report: error: {one_line_os_error(error)} (choose another --out)", file=sys.stderr)
+        return 2
+
+
+def _report(args: argparse.Namespace, out: Path) -> int:
+    """Write the report of ``args.sweep_dir`` into ``out`` (:func:`main`)."""
     try:
         sweep = collect_sweep(args.sweep_dir)
     except (FileNotFoundError, ValueError) as error:

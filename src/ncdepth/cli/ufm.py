@@ -29,6 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ncdepth.cli import CONFIG_PATH
+from ncdepth.cli.errors import run_hydra_app
 from ncdepth.cli.lifecycle import App, run_job
 from ncdepth.rundir import UFM, UFM_LOG
 from ncdepth.theory import ufm_job
@@ -46,8 +47,14 @@ UFM_APP = App(name=UFM, program="ncdepth-ufm", log_file=UFM_LOG, resumable=_resu
 """``ncdepth-ufm``'s run lifecycle: only the thread count may change on a rerun."""
 
 
+def main() -> None:
+    """The ``ncdepth-ufm`` command: :func:`app` under the error contract of
+    :func:`ncdepth.cli.errors.run_hydra_app`."""
+    run_hydra_app("ncdepth-ufm", app)
+
+
 @hydra.main(config_path=CONFIG_PATH, config_name="ufm", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def app(cfg: DictConfig) -> None:
     """Run one UFM job (module docstring); outputs in the Hydra run directory."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     run_job(

@@ -110,7 +110,7 @@ class NCDataModule(pl.LightningDataModule):
             )
         self.save_hyperparameters()
         self._splits: DatasetSplits | None = None
-        self._shuffle = ResumableShuffle(0, torch.Generator().manual_seed(self.seed))
+        self._shuffle = ResumableShuffle(torch.Generator().manual_seed(self.seed))
 
     def _check_class_counts(self, class_counts: Sequence[int] | None) -> list[int] | None:
         if class_counts is None:
@@ -220,7 +220,9 @@ class NCDataModule(pl.LightningDataModule):
         return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled (seeded) ``(x, y)`` batches of the train set, ``y`` the possibly noisy label."""
+        """Shuffled (seeded) ``(x, y)`` batches of the train set, ``y`` the possibly noisy label;
+        under data-parallel training, this process's share of them (:class:`ResumableShuffle`):
+        ``batch_size`` is per process."""
         splits = self._loaded()
         transform = splits.transform
         if self.augment:
@@ -228,13 +230,14 @@ class NCDataModule(pl.LightningDataModule):
             augment = augmentation(self.input_shape[-1], self.spec.crop_padding, self.spec.flip)
             transform = augment if transform is None else torch.nn.Sequential(transform, augment)
         dataset = LabelledTensorDataset(self.train_inputs, (self.train_labels,), transform)
-        self._shuffle.num_samples = len(dataset)
-        return self._loader(dataset, self.batch_size, sampler=self._shuffle)
+        world = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        return self._loader(dataset, self.batch_size, sampler=self._shuffle.shard(len(dataset), *world))
 
     def state_dict(self) -> dict[str, Any]:
         """The shuffling position (:class:`ResumableShuffle`), saved in checkpoints so that a run
         resumed at any batch boundary draws the same batches as an uninterrupted one: the samples
-        of the current epoch already trained on are those of the batches Lightning processed."""
+        of this process's share of the current epoch already trained on are those of the batches
+        Lightning processed (the same count on every process)."""
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current if self.trainer else None
         consumed = 0 if progress is None else progress.processed * self.batch_size
         return {"shuffle": self._shuffle.state_dict(consumed)}

@@ -14,8 +14,15 @@ def imbalanced_counts(kind: str, n_max: int, ratio: float, num_classes: int) -> 
     """Per-class counts with ``n_max / n_min = ratio`` (rounded to the nearest integer, >= 1).
 
     ``"step"``: classes ``0 .. C//2 - 1`` (the majority) keep ``n_max``, the others get
-    ``n_max / ratio``. ``"exp"``: ``n_c = n_max * ratio ** (-c / (C - 1))``.
+    ``n_max / ratio``. ``"exp"``: ``n_c = n_max * ratio ** (-c / (C - 1))``. A ratio above
+    ``n_max`` (less than one sample in the rarest class) raises ``ValueError`` naming ``n_max``,
+    the largest ratio the data allows.
     """
+    if ratio > n_max:
+        raise ValueError(
+            f"data.imbalance_ratio={ratio:g} is more than the data allows: the largest class keeps "
+            f"{n_max} samples, so the largest possible ratio is {n_max} (1 sample in the rarest class)"
+        )
     if kind == "step":
         raw = [n_max if c < num_classes // 2 else n_max / ratio for c in range(num_classes)]
     elif kind == "exp":

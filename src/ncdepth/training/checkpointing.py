@@ -15,7 +15,9 @@ newest one that reads back whole.
 
 **Signals.** While training runs, the handler (which replaces Lightning's SIGTERM handler) only
 records the signal; the checkpoint is written at the next training batch end, or at the end of
-the epoch's analysis, where the training state is consistent. Then the handler that was installed
+the epoch's analysis, where the training state is consistent. Under data-parallel training the
+processes agree at every batch end (one all-reduce of two integers): when any of them received a
+signal or is due for an interval checkpoint, all of them save and stop, or save, together. Then the handler that was installed
 before training started is called: under submitit that is submitit's own, which requeues the task
 and exits, so submitit owns the requeue (Lightning's Slurm requeue is switched off by
 ``ncdepth-train``): :attr:`RunCheckpoint.handed_over`. When that handler raises instead (submitit
@@ -46,6 +48,8 @@ from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
 from pytorch_lightning.callbacks import Checkpoint
 
 from ncdepth.rundir import LAST_CHECKPOINT, PREVIOUS_CHECKPOINT, fsync_directory
@@ -85,6 +89,12 @@ class RunCheckpoint(Checkpoint):
         self.refused: str | None = None
         """Why the earlier handler would not take the stop over (it raised: submitit is out of
         requeues), if it would not."""
+        self.attempt = 1
+        """The attempt at the run that writes the checkpoints (``status.json``'s ``attempts``),
+        recorded in them so that a run directory that lost ``status.json`` keeps counting."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"attempt": self.attempt}
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -110,9 +120,11 @@ class RunCheckpoint(Checkpoint):
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         """Save on a pending signal (then stop), or when ``every_minutes`` have passed."""
+        due = self.every_seconds > 0 and time.monotonic() - self._last_saved >= self.every_seconds
+        self._signal, due = _agree(self._signal, due)
         if self._signal is not None:
             self._stop(trainer)
-        elif self.every_seconds > 0 and time.monotonic() - self._last_saved >= self.every_seconds:
+        elif due:
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -120,6 +132,7 @@ class RunCheckpoint(Checkpoint):
         the final analysis and the summary are on disk; stop here on a pending signal."""
         if trainer.current_epoch + 1 < (trainer.max_epochs or 0):
             self.save(trainer)
+            self._signal, _ = _agree(self._signal, False)
             if self._signal is not None:
                 self._stop(trainer, saved=True)
 
@@ -188,6 +201,19 @@ class RunCheckpoint(Checkpoint):
         raise RunInterrupted(signum)
 
 
+def _agree(signum: int | None, due: bool) -> tuple[int | None, bool]:
+    """The decisions of every process of a data-parallel run, made one (every process must take
+    part in a checkpoint): a signal any of them received (the largest number) and whether an
+    interval checkpoint is due on any of them. As they are, in a single process."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return signum, due
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    decisions = torch.tensor([signum or 0, int(due)], device=device)
+    dist.all_reduce(decisions, op=dist.ReduceOp.MAX)
+    agreed_signum, agreed_due = decisions.tolist()
+    return agreed_signum or None, bool(agreed_due)
+
+
 def is_complete(path: str | Path) -> bool:
     """Whether ``path`` is a whole checkpoint: a zip archive (torch's format) whose members all
     match their CRC-32 (a truncated or corrupted file fails)."""
@@ -198,15 +224,64 @@ def is_complete(path: str | Path) -> bool:
         return False
 
 
-def resumable_checkpoint(run_dir: str | Path) -> Path | None:
+def checked_checkpoint(path: str | Path, module: torch.nn.Module, key: str = "ckpt_path") -> dict[str, Any]:
+    """The training checkpoint at ``path`` (memory-mapped, tensors only), once it is known to be
+    one and to hold the parameters of ``module``, with their shapes. Otherwise raises
+    ``ValueError`` in one line naming ``key``, the file and the first difference."""
+    advice = "give the checkpoints/last.ckpt of a run with this config, or ckpt_path=null"
+    if not is_complete(path):
+        raise ValueError(
+            f"{key}={path} is not a checkpoint (not a whole torch archive: truncated, or another "
+            f"kind of file); {advice}"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # an archive torch cannot read safely: say why, in one line
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        raise ValueError(f"{key}={path} cannot be read as a checkpoint ({reason}); {advice}") from None
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{key}={path} is not a training checkpoint (it has no state_dict); {advice}")
+    expected = module.state_dict()
+    difference = next(
+        (
+            f"parameter {name} has shape {list(state[name].shape)} there and {list(tensor.shape)} here"
+            for name, tensor in expected.items()
+            if name in state and tuple(state[name].shape) != tuple(tensor.shape)
+        ),
+        None,
+    )
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    if difference is None and missing:
+        difference = f"it lacks the parameter {missing[0]} of this model"
+    if difference is None and unexpected:
+        difference = f"it has a parameter {unexpected[0]} that this model lacks"
+    if difference is not None:
+        raise ValueError(f"{key}={path} is a checkpoint of another config: {difference}; {advice}")
+    return checkpoint
+
+
+def callback_state(checkpoint: dict[str, Any], key: str) -> Any:
+    """The value of ``key`` in the first callback state of ``checkpoint`` that has it, or ``None``."""
+    for state in (checkpoint.get("callbacks") or {}).values():
+        if isinstance(state, dict) and key in state:
+            return state[key]
+    return None
+
+
+def resumable_checkpoint(run_dir: str | Path, *, quiet: bool = False) -> Path | None:
     """The newest complete checkpoint of ``run_dir`` (``last.ckpt``, else ``previous.ckpt``), or
-    ``None``; each one found broken is named in a warning."""
+    ``None``; each one found broken is named in a warning (unless ``quiet``)."""
     for candidate in (Path(run_dir) / LAST_CHECKPOINT, Path(run_dir) / PREVIOUS_CHECKPOINT):
         if not candidate.exists():
             continue
         if is_complete(candidate):
             return candidate
-        log.warning(
-            "checkpoint %s is truncated or corrupt (%d bytes): skipped", candidate, candidate.stat().st_size
-        )
+        if not quiet:
+            log.warning(
+                "checkpoint %s is truncated or corrupt (%d bytes): skipped",
+                candidate,
+                candidate.stat().st_size,
+            )
     return None

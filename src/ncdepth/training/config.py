@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from numbers import Real
 
 from ncdepth.metrics.registry import DEFAULT_EXTRA, check_measures
-from ncdepth.validation import check_bool, check_choice, check_int, check_number
+from ncdepth.validation import check_bool, check_choice, check_int, check_number, is_list
 
 LOSSES = ("ce", "mse")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -130,7 +130,8 @@ class AnalysisConfig:
     """``nc.*``: when and how the neural-collapse callback measures.
 
     Every ``every_n_epochs`` epochs (and before the first and after the last), every layer is
-    measured on the train and test splits; effective depth is reported for each of ``eps``.
+    measured on the train and test splits; effective depth is reported for each of ``eps`` (one
+    number is a list of one).
     ``cache_features_mb`` > 0 keeps pass-1 embeddings in memory when all of them fit, so pass 2
     skips the forward pass. ``pool`` (``"flatten"`` or ``"avg"``) is the callback's one pooling
     setting: it pools tapped layers (``LayerTap``) and the layers of feature functions and ncdepth
@@ -147,9 +148,13 @@ class AnalysisConfig:
 
     def __post_init__(self) -> None:
         check_int("nc.every_n_epochs", self.every_n_epochs, minimum=1)
-        eps = list(self.eps)
-        if not eps or not all(isinstance(e, Real) and 0.0 <= e < 1.0 for e in eps):
-            raise ValueError(f"nc.eps must be a non-empty list of numbers in [0, 1), got {eps!r}")
+        eps = list(self.eps) if is_list(self.eps) else [self.eps]  # nc.eps=0.05: a list of one
+        if not eps or not all(
+            isinstance(e, Real) and not isinstance(e, bool) and 0.0 <= e < 1.0 for e in eps
+        ):
+            raise ValueError(
+                f"nc.eps must be a number or a non-empty list of numbers in [0, 1), got {self.eps!r}"
+            )
         object.__setattr__(self, "eps", tuple(float(e) for e in eps))
         check_number("nc.cache_features_mb", self.cache_features_mb, minimum=0.0, inclusive=True)
         check_choice("nc.pool", self.pool, POOLS)
