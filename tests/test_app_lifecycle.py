@@ -171,6 +171,7 @@ def kill_while_running(process: subprocess.Popen[str], run_dir: Path) -> None:
     assert read_status(run_dir)["state"] == RUNNING, "the job finished before it was killed"
 
 
+@pytest.mark.slow  # two full jobs and a killed one per app: about 2 minutes each on 2 cores
 @pytest.mark.parametrize("app", ["ufm", "kernels"])
 def test_a_job_killed_while_running_is_interrupted_and_its_rerun_ends_identical(
     app: str, tmp_path: Path
