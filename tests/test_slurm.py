@@ -69,8 +69,20 @@ def slurm_cluster() -> None:
     pytest.skip(f"no Slurm cluster answers ({problem}); start one with `make slurm` (root, Debian)")
 
 
+TESTS = Path(__file__).parent
+
+
 def env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
+    """One thread; ``tests/`` importable (the ``fault_injection`` callbacks), in the jobs too (sbatch
+    exports the submitting environment)."""
+    path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+
+
+def paused(seconds: float) -> list[str]:
+    """Overrides adding ``fault_injection.Pause``: the run sleeps ``seconds`` after every epoch, so that
+    it outlasts a signal sent at a given time on any CPU (its rows do not change)."""
+    return ["+callbacks.pause._target_=fault_injection.Pause", f"+callbacks.pause.seconds={seconds}"]
 
 
 def train_command(sweep_dir: Path, name: str, *overrides: str) -> list[str]:
@@ -317,7 +329,7 @@ def test_exhausted_time_outs_fail_without_a_traceback_and_a_relaunch_resumes(
     to resume)``, no traceback, the sweep's summary, exit 1. The same sweep relaunched with a
     longer time limit (a launcher key: the same sweep) resumes it to the uninterrupted result."""
     sweep = tmp_path / "sweep"
-    overrides = ["hydra.launcher.signal_delay_s=60", *LONG]
+    overrides = ["hydra.launcher.signal_delay_s=60", *LONG, *paused(0.2)]  # >= 120 s: past the 60 s signal
     limited = ["hydra.launcher.timeout_min=2", "hydra.launcher.max_num_timeout=0"]
     status, output = finish(start(train_command(sweep, T_EXHAUSTED, *limited, *overrides)), timeout=600)
     assert status == 1, output[-4000:]
@@ -342,7 +354,12 @@ def test_partition_preemption_requeues_and_resumes_identically(
     sweep = tmp_path / "sweep"
     cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True).stdout.split()[0]
     command = train_command(
-        sweep, T_PREEMPT, "hydra.launcher.partition=debug", f"hydra.launcher.cpus_per_task={cpus}", "seed=0"
+        sweep,
+        T_PREEMPT,
+        "hydra.launcher.partition=debug",
+        f"hydra.launcher.cpus_per_task={cpus}",
+        "seed=0",
+        *paused(3.0),  # 10 epochs: at least 30 s, for the preemptor to be scheduled
     )
     process = start(command)
     wait_for(lambda: len(job_ids(T_PREEMPT)) == 1, "the task submitted")

@@ -163,7 +163,7 @@ class NeuralCollapseCallback(pl.Callback):
             self.dataloaders = {"train": train_dataloader}
             if test_dataloader is not None:
                 self.dataloaders["test"] = test_dataloader
-        self.unpack_batch = unpack_batch if unpack_batch is not None else _default_unpack(batch_keys)
+        self.unpack_batch = unpack_batch if unpack_batch is not None else _DefaultUnpack(batch_keys)
         self.quiet = bool(quiet)
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.config = dict(config or {})
@@ -425,30 +425,31 @@ def _tapped(layers: list[str], pool: str) -> Features:
     return features
 
 
-def _default_unpack(batch_keys: tuple[str, str] | None) -> UnpackBatch:
+class _DefaultUnpack:
     """Sequences ``(x, y, ...)`` as they are; dicts through ``batch_keys``, else a ``TypeError`` that
-    lists the batch's keys and says what to pass."""
-    input_key, label_key = batch_keys if batch_keys is not None else (None, None)
+    lists the batch's keys and says what to pass. A class, not a closure: ``ddp_spawn`` pickles the
+    callback."""
 
-    def unpack(batch: Any) -> Sequence[Any]:
+    def __init__(self, batch_keys: tuple[str, str] | None) -> None:
+        self.input_key, self.label_key = batch_keys if batch_keys is not None else (None, None)
+
+    def __call__(self, batch: Any) -> Sequence[Any]:
         if isinstance(batch, Mapping):
-            if input_key is None:
+            if self.input_key is None:
                 raise TypeError(
                     f"the analysis loader yields dict batches (keys {sorted(batch)}): pass "
                     "NeuralCollapseCallback(batch_keys=(input key, label key)) or unpack_batch=..."
                 )
-            missing = [key for key in (input_key, label_key) if key not in batch]
+            missing = [key for key in (self.input_key, self.label_key) if key not in batch]
             if missing:
                 raise KeyError(f"batch_keys {missing} are not keys of the batch {sorted(batch)}")
-            return batch[input_key], batch[label_key]
+            return batch[self.input_key], batch[self.label_key]
         if isinstance(batch, (str, bytes)) or not isinstance(batch, Sequence) or len(batch) < 2:
             raise TypeError(
                 f"an analysis batch must be (x, y, ...) or a dict, got {type(batch).__name__}: pass "
                 "NeuralCollapseCallback(unpack_batch=...) returning (x, y)"
             )
         return batch
-
-    return unpack
 
 
 class _Unpacked:
