@@ -29,7 +29,7 @@ from ncdepth.cli.launcher_checks import (
     launcher_params,
 )
 from ncdepth.cli.slurm_layout import launcher_layout_error, slurm_layout_error, swept_layout_error
-from ncdepth.cli.submitit_private import make_executor, sbatch_script
+from ncdepth.private_api import BASIC_SWEEPER, make_executor, sbatch_script
 
 PROFILE_README = CONFIG_DIR / "local" / "README.md"
 LAUNCH_CHECK = "ncdepth.cli.launcher_checks.LauncherCheck"
@@ -586,3 +586,10 @@ def test_sweeps_larger_than_max_array_size_go_as_several_arrays() -> None:
 
     if max_array_size(fake_scontrol) is not None:  # scontrol on PATH
         assert max_array_size(fake_scontrol) == 1001
+
+
+def test_the_basic_sweeper_is_named_as_hydra_names_it() -> None:
+    """``multirun.yaml`` names the sweeper by its class path; the report compares it with this one."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    assert f"{BasicSweeper.__module__}.{BasicSweeper.__name__}" == BASIC_SWEEPER

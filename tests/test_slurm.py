@@ -30,7 +30,8 @@ TINY = [
     "trainer.max_epochs=10",
     "trainer.enable_progress_bar=false",
 ]
-"""A run of about 15 s on one core, long enough to be interrupted after its first checkpoint."""
+"""A run of 1 to 15 s, by CPU: the tests that interrupt it hold it at a gate (:func:`gated`) or slow it
+(:func:`paused`), so that their signals reach a running job on any machine."""
 ON_THE_TEST_CLUSTER = [
     "hydra/launcher=slurm",
     "hydra.launcher.mem_gb=1",
@@ -77,6 +78,22 @@ def env() -> dict[str, str]:
     exports the submitting environment)."""
     path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+
+
+def gated(gate: Path) -> list[str]:
+    """Overrides adding ``fault_injection.WaitFor``: after epoch 2 the run waits until ``gate``
+    exists, so that a job the test signals is still running on any CPU (its rows do not change)."""
+    return [
+        "+callbacks.wait._target_=fault_injection.WaitFor",
+        f"+callbacks.wait.path={gate}",
+        "+callbacks.wait.epoch=2",
+    ]
+
+
+def received(run_dir: Path, signal_name: str) -> Callable[[], bool]:
+    """Whether the run in ``run_dir`` logged that ``signal_name`` reached it."""
+    log = run_dir / "train.log"
+    return lambda: log.is_file() and f"received {signal_name}" in log.read_text()
 
 
 def paused(seconds: float) -> list[str]:
@@ -211,14 +228,17 @@ def test_signal_and_scontrol_requeue_resume_identically(
 ) -> None:
     """Task 0 gets ``scancel --signal=USR2`` (a preemption notice: submitit requeues it), task 1
     ``scontrol requeue`` (Slurm kills and requeues it): both resume in their own directories."""
-    sweep = tmp_path / "sweep"
-    process = start(train_command(sweep, T_REQUEUE, "seed=0,1"))
+    sweep, gate = tmp_path / "sweep", tmp_path / "gate"
+    process = start(train_command(sweep, T_REQUEUE, "seed=0,1", *gated(gate)))
     wait_for(lambda: len(job_ids(T_REQUEUE)) == 2, "the array's 2 tasks submitted")
     first, second = job_ids(T_REQUEUE)
     wait_for(checkpointed(sweep / "0"), "task 0's first checkpoint")
     subprocess.run(["scancel", "--signal=USR2", first], check=True, timeout=30)
     wait_for(checkpointed(sweep / "1"), "task 1's first checkpoint")
     subprocess.run(["scontrol", "requeue", second], check=True, timeout=30)
+    wait_for(received(sweep / "0", "SIGUSR2"), "task 0 told of its USR2")
+    wait_for(received(sweep / "1", "SIGTERM"), "task 1 told of its requeue")
+    gate.touch()
     status, output = finish(process)
     assert status == 0, output[-4000:]
     assert run_dirs(sweep) == ["0", "1"]
@@ -234,20 +254,22 @@ def test_a_cancelled_job_is_reported_and_the_relaunch_resumes_only_it(
     """``scancel`` of task 0 (as an OOM kill or a lost node ends a job): the launcher waits for
     task 1, names task 0's Slurm state and exits 1. The same command again submits task 0 alone,
     which resumes in its own directory."""
-    sweep = tmp_path / "sweep"
-    command = train_command(sweep, T_CANCEL, "seed=0,1")
+    sweep, gate = tmp_path / "sweep", tmp_path / "gate"
+    command = train_command(sweep, T_CANCEL, "seed=0,1", *gated(gate))
     process = start(command)
     wait_for(lambda: len(job_ids(T_CANCEL)) == 2, "the array's 2 tasks submitted")
     first, _ = job_ids(T_CANCEL)
     wait_for(checkpointed(sweep / "0"), "task 0's first checkpoint")
     subprocess.run(["scancel", first], check=True, timeout=30)
+    wait_for(received(sweep / "0", "SIGTERM"), "task 0 told of its cancellation")
+    gate.touch()
     status, output = finish(process)
     assert status == 1, output[-4000:]
     assert re.search(
-        rf"job #0 \(.*seed=0\) {first} CANCELLED( by \d+)?, no result; its run: failed: stopped by SIGTERM",
+        rf"job #0 \(.*seed=0 .*\) {first} CANCELLED( by \d+)?, no result; its run: failed: stopped by SIGTERM",
         output,
     ), output[-4000:]
-    assert re.search(r"job #1 \(.*seed=1\) \S+ COMPLETED; its run: finished", output), output[-4000:]
+    assert re.search(r"job #1 \(.*seed=1 .*\) \S+ COMPLETED; its run: finished", output), output[-4000:]
     assert "Traceback" not in output and "UncompletedJobError" not in output
     assert "2 jobs in" in output and "1 finished, 1 failed" in output
     before = run_dirs(sweep)
@@ -314,7 +336,9 @@ def test_a_time_limit_reached_requeues_and_resumes_identically(
         T_TIMELIMIT,
         "hydra.launcher.timeout_min=2",
         "hydra.launcher.signal_delay_s=60",
+        "hydra.launcher.max_num_timeout=6",
         *LONG,
+        *paused(0.2),  # >= 120 s on any CPU: past the USR2 at 60 s, at most about 5 attempts
     )
     status, output = finish(start(command), timeout=900)
     assert status == 0, output[-4000:]

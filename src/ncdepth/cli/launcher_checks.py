@@ -16,7 +16,7 @@ makes the sweep directory or the launcher submits anything):
   :class:`~ncdepth.cli.sweep_progress.SweepProgress`, stopped by ``on_multirun_end``.
 
 The launchers themselves are in :mod:`ncdepth.cli.sweep_launcher`; every use of submitit's private
-API is in :mod:`ncdepth.cli.submitit_private`.
+API is in :mod:`ncdepth.private_api`.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ncdepth.cli.slurm_layout import launcher_layout_error, swept_layout_error
-from ncdepth.cli.submitit_private import SUBMITIT_LAUNCHERS, sbatch_script, submitit_job_folder
 from ncdepth.cli.sweep_launcher import submit_only_requested
 from ncdepth.cli.sweep_progress import PROGRESS_EVERY_S, SweepProgress
+from ncdepth.private_api import SUBMITIT_LAUNCHERS, sbatch_script, submitit_job_folder
 from ncdepth.report.collect import MULTIRUN_FILE, job_batches, sweep_jobs
 
 log = logging.getLogger(__name__)

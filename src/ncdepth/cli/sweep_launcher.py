@@ -37,7 +37,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import OmegaConf, open_dict
 
-from ncdepth.cli.submitit_private import make_executor
+from ncdepth.private_api import make_executor
 from ncdepth.rundir import FINISHED, classify, read_status
 
 log = logging.getLogger(__name__)

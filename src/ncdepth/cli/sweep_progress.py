@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from ncdepth.cli.submitit_private import read_result
+from ncdepth.private_api import read_result
 from ncdepth.rundir import FINISHED, classify, read_status
 
 log = logging.getLogger(__name__)

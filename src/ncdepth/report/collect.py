@@ -40,12 +40,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ncdepth.private_api import BASIC_SWEEPER, split_sweep
 from ncdepth.rundir import (
     APPS,
     CONFIG_FILE,
@@ -63,7 +63,6 @@ from ncdepth.rundir import (
 )
 
 MULTIRUN_FILE = "multirun.yaml"
-BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
 SUBMITIT_DIR = ".submitit"
 TABLE_COLUMNS = ("run", "epoch", "split", "layer", "layer_index", "metric", "value")
 """Columns of the report table after the swept keys."""
@@ -165,7 +164,7 @@ def job_batches(config: DictConfig) -> list[list[list[str]]]:
     """The overrides of every job of the multirun configured by ``config`` (a composed config with
     its ``hydra`` node, or a sweep's ``multirun.yaml``), batch by batch as Hydra's ``BasicSweeper``
     launches them: ``hydra.sweeper.params`` (each ``key=value``) then ``hydra.overrides.task``,
-    parsed by Hydra's override grammar and expanded by ``BasicSweeper.split_arguments`` (the
+    parsed by Hydra's override grammar and expanded by :func:`ncdepth.private_api.split_sweep` (the
     cartesian product, first key slowest) in batches of ``hydra.sweeper.max_batch_size``; job
     numbers run on across batches. Raises ``ValueError`` saying why for another sweeper, a config
     without these keys, or a sweep such as ``glob(...)`` that needs Hydra's config loader."""
@@ -180,7 +179,7 @@ def job_batches(config: DictConfig) -> list[list[list[str]]]:
         arguments = [f"{key}={value}" for key, value in params.items()]
         arguments += [str(item) for item in OmegaConf.to_container(task)]
         overrides = OverridesParser.create().parse_overrides(arguments)
-        batches = BasicSweeper.split_arguments(overrides, sweeper.get("max_batch_size"))
+        batches = split_sweep(overrides, sweeper.get("max_batch_size"))
     except (HydraException, OmegaConfBaseException) as error:
         raise ValueError(str(error)) from error
     return [[list(job) for job in batch] for batch in batches]

@@ -1,7 +1,7 @@
-"""Every use of submitit's and hydra-submitit-launcher's private API in ncdepth, in one place.
+"""Every use of Hydra's, submitit's and hydra-submitit-launcher's private API in ncdepth, in one place.
 
 Each function names the private name it uses and why no public one does the job, so that an
-upgrade of either package has one module to check (``constraints.txt`` pins both).
+upgrade of any of the three has one module to check (``constraints.txt`` pins them).
 """
 
 from __future__ import annotations
@@ -85,3 +85,20 @@ def read_result(path: Path) -> tuple[str, Any]:
 
     outcome, value = pickle_load(path)
     return str(outcome), value
+
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+"""``hydra.sweeper._target_`` of Hydra's basic sweeper (a private module's class)."""
+
+
+def split_sweep(overrides: list[Any], max_batch_size: int | None) -> list[list[list[str]]]:
+    """The jobs of a sweep over the parsed ``overrides`` (Hydra ``Override`` objects), batch by
+    batch, exactly as Hydra's basic sweeper launches them: the cartesian product of the swept
+    values, first key slowest, in batches of ``max_batch_size`` (``None``: one batch).
+
+    Private API, and why: ``BasicSweeper`` lives in ``hydra._internal.core_plugins``; its
+    ``split_arguments`` is the only definition of that order, and a copy of it could drift from
+    the sweeper that numbered the jobs."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return BasicSweeper.split_arguments(overrides, max_batch_size)
