@@ -5,7 +5,7 @@ benchmark. Beside them, the default run (``ncdepth-train trainer.max_epochs=5 ca
 temporary run directory, progress bar off) is timed end to end, process start-up included, under:
 
 * ``default``: the user's environment without ``OMP_*`` / ``GOMP_SPINCOUNT`` / ``MKL_NUM_THREADS``, i.e. the
-  defaults of :mod:`ncdepth.threads` (``OMP_WAIT_POLICY=PASSIVE`` after a spin of ``GOMP_SPINCOUNT=1000``,
+  defaults of :mod:`ncdepth.threads` (``OMP_WAIT_POLICY=PASSIVE`` after a spin of ``GOMP_SPINCOUNT=10000``,
   threads = CPUs available to the process);
 * ``OMP_NUM_THREADS=1``: one intra-op thread;
 * ``before``: ``NCDEPTH_THREAD_DEFAULTS=0``, torch's and libgomp's own defaults (the old behaviour).

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ncdepth.threads import ENVIRONMENT_VARIABLES, available_cpus, cgroup_cpu_limit
+from ncdepth.threads import ENVIRONMENT_VARIABLES, SPIN_COUNT, available_cpus, cgroup_cpu_limit
 
 # What a CLI process sees, imported the way the console scripts import it; ``order`` checks that the
 # defaults ran before torch was imported (sys.modules keeps insertion order).
@@ -52,7 +52,7 @@ def test_train_entry_point_gets_the_defaults_before_torch() -> None:
     seen = probe({}, module="ncdepth.cli.train")
     assert seen == {
         "wait_policy": "PASSIVE",
-        "spin_count": "1000",
+        "spin_count": SPIN_COUNT,
         "omp_num_threads": None,  # not exported: launchers that cap their workers' threads still do
         "threads": available_cpus(),
         "threads_before_torch": True,

@@ -9,12 +9,13 @@ thread to get a time slice, and small kernels run many times slower than on one 
 :func:`configure` is called by ``ncdepth.cli`` before any entry point imports torch:
 
 * ``OMP_WAIT_POLICY=PASSIVE`` (threads waiting at a barrier sleep instead of spinning) with
-  ``GOMP_SPINCOUNT=1000`` (libgomp's threads first spin about 10 microseconds, then sleep), set in the
+  ``GOMP_SPINCOUNT=10000`` (libgomp's threads first spin about 100 microseconds, then sleep), set in the
   environment, which libgomp reads when it loads, so child processes (data-loader and sweep workers)
   inherit them. libgomp's default spins about 3 ms before sleeping, which beside busy processes makes each
   parallel region wait for time slices; a pure ``PASSIVE`` (no spin) makes each of the many small parallel
   regions of the NC analysis pay a wake-up instead (four times slower on a quiet 2-core machine,
-  measured);
+  measured); a spin of 1,000 (10 microseconds) still made the metrics' small kernels as slow on two
+  threads as on one (``benchmarks/README.md``);
 * ``torch.set_num_threads(n)`` with ``n`` = :func:`available_cpus`: the CPUs this process may run on
   (``os.sched_getaffinity``), capped by the cgroup v2 CPU quota (``cpu.max`` of the process's cgroup and
   its ancestors). This is not exported as ``OMP_NUM_THREADS``, so launchers that cap their workers'
@@ -35,7 +36,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 
 WAIT_POLICY = "PASSIVE"
-SPIN_COUNT = "1000"  # libgomp spins ~100,000 times a millisecond: about 10 microseconds
+SPIN_COUNT = "10000"  # libgomp spins ~100,000 times a millisecond: about 100 microseconds
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 THREAD_COUNT_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 OPT_OUT_VARIABLE = "NCDEPTH_THREAD_DEFAULTS"
@@ -86,7 +87,7 @@ def user_set(environ: MutableMapping[str, str], name: str) -> bool:
 
 def configure(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
     """Apply the defaults the user has not overridden (see the module docstring); returns what was set,
-    e.g. ``{"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000", "threads": "2"}``. Call it before torch
+    e.g. ``{"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000", "threads": "2"}``. Call it before torch
     is imported: libgomp reads its variables once, when it loads."""
     if environ.get(OPT_OUT_VARIABLE, "").strip() == "0":
         return {}

@@ -469,22 +469,23 @@ def _projected_pass(
     """``d >= C``: the ``(K, B)`` products ``D e`` of the directions with the residuals, block by block;
     then, once per batch, ``sum (u_k . e)^2`` (float64) of their first ``C`` rows ``U^T e`` and the nearest
     centres ``argmin_k ||hi_y - nu_k||^2 - 2 e.(nu_k - o)``."""
-    num_classes = anchors.num_classes
-    products = h.new_empty(anchors.directions.shape[0], h.shape[0])
+    num_classes, rows, device = anchors.num_classes, h.shape[0], h.device
+    products = workspace.rows(anchors.directions.shape[0], rows, device, h.dtype, slot="products")
     for block, residual in _residual_blocks(h, index, anchors, sums, workspace):
         torch.mm(anchors.directions, residual.T, out=products[:, block])
     own = products[:num_classes]
-    sums.scatter.add_(own.double().square().sum(1))  # not in place: for float64, own.double() is own
+    sums.scatter.add_(torch.linalg.vector_norm(own, dim=1, dtype=torch.float64).square_())
     centres = products[num_classes:]
     if anchors.probe is not None:  # the last row: g . e
         sums.probe.index_add_(0, index, products[-1].double())
         centres = centres[:-1]
-    table = anchors.centre_table.index_select(0, index)
+    scores = workspace.rows(rows, anchors.centre_table.shape[1], device, h.dtype, slot="scores")
+    torch.index_select(anchors.centre_table, 0, index, out=scores)
     if anchors.coefficients is not None:
-        scores = torch.addmm(table, own.T, anchors.coefficients, alpha=-2.0)
+        scores.addmm_(own.T, anchors.coefficients, alpha=-2.0)
     else:
-        scores = torch.add(table, centres.T, alpha=-2.0)
-    return scores.argmin(1)
+        scores.add_(centres.T, alpha=-2.0)
+    return scores.min(1).indices  # first index on ties, as argmin; twice as fast on CPU
 
 
 def _full_pass(h: Tensor, index: Tensor, anchors: Anchors, sums: PassTwoSums, workspace: Workspace) -> Tensor:
@@ -545,8 +546,7 @@ def _nearest_centres(shifted: Tensor, centres: Tensor, squared_norms: Tensor) ->
         scores = torch.addmm(
             squared_norms[start : start + block], shifted, centres[start : start + block].T, alpha=-2.0
         )
-        index = scores.argmin(1)
-        value = scores.gather(1, index[:, None])[:, 0]
+        value, index = scores.min(1)  # first index on ties, as argmin; twice as fast on CPU
         if best_value is None:
             best_value, best_index = value, index
         else:
