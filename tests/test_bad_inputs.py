@@ -1,5 +1,5 @@
 """Every bad input of the four commands, in one table: each row runs the real command in a directory
-of its own and checks the error contract (README, "When something is wrong"): the exit status, the
+of its own and checks the error contract (README, "Runs, resume and failures"): the exit status, the
 words of the one line on stderr (no traceback), and that nothing was written: the working
 directory (where ``outputs/`` would go) and any run directory in it are the same after the command
 as before, down to the bytes and modification times of every file and the set of directories.
@@ -286,18 +286,18 @@ def slow_outcomes(places: tuple[Path, Path, Path | None]) -> dict[str, Outcome |
 
 
 def check_refused(name: str, outcome: Outcome | None) -> None:
-    """Row ``name`` exited as it says, with its words in one ``<command>: error:`` line (the last
-    on stderr), no traceback, and wrote nothing."""
+    """Row ``name`` exited as it says, with its words in one ``<command>: error:`` line, the only
+    one on stderr, and wrote nothing."""
     case = CASES[name]
     if outcome is None:
         pytest.skip("no read-only directory can be made here (root, and no mount)")
     where = f"{case.command} {' '.join(outcome.args)}:\n{outcome.stderr[-3000:]}"
     assert outcome.returncode == case.exit_code, where
     assert "Traceback" not in outcome.stderr, where
-    last = outcome.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"{case.command}: error: "), where
+    lines = outcome.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{case.command}: error: "), where
     for word in case.words:
-        assert word in last, (word, where)
+        assert word in lines[0], (word, where)
     assert outcome.after == outcome.before, where  # no file written or changed, no directory made
 
 
