@@ -115,7 +115,8 @@ def bound_table(sweep: Sweep, runs: pd.DataFrame, alpha: float | None = None) ->
 
 def bound_figure(table: pd.DataFrame) -> Figure:
     """The bound (frequency: solid; Clopper-Pearson upper limit: dashed) vs ``p``, one panel per
-    ``eps`` (columns) and per combination of the other grouping keys (rows), beside the ``S1``
+    combination of the other grouping keys and ``eps`` (:func:`ncdepth.report.style.grid_figure`;
+    a row per combination when at most three ``eps``), beside the ``S1``
     networks' test error (mean, band of one std over the seed pairs) and the probability term
     (dotted)."""
     others = [column for column in table.columns if column not in RESULT_COLUMNS]

@@ -8,7 +8,8 @@ last component, e.g. ``_by_depth``, ``_by_label_noise``, ``_by_depth_and_label_n
   (Galanti et al. 2023, Fig. 1), one panel per swept value;
 * ``final_ncc_error_and_cdnv_per_layer``: NCC train and test error and CDNV vs layer at the last
   epoch, one curve per swept value;
-* ``effective_depthX``: effective depth vs each numeric swept key, one column per ``ε``;
+* ``effective_depthX``: effective depth vs each numeric swept key, one panel per ``ε``, seeds as
+  dots beside their mean, and the line ``y = L`` against ``model.depth``;
 * ``last_layer_collapse``: NC1, NC2 (``nc2_etf``), NC3, NC4 at the classifier's input vs epoch;
 * ``separation_fuzziness``: He & Su's separation fuzziness ``D_l`` (train split) vs layer at the last
   epoch on a log axis, whose straight line is their law of data separation; the legend gives the mean
@@ -136,9 +137,11 @@ def numeric_keys(runs: pd.DataFrame, grouping: Sequence[str]) -> list[str]:
 
 def ncc_train_error_by_layer(table: pd.DataFrame, grouping: Sequence[str], eps: Sequence[float]) -> Figure:
     """NCC train error ``1 - ncc_acc`` of every layer vs epoch on a log axis with the thresholds
-    ``eps`` (Galanti et al. 2023, Fig. 1): one column of panels per ``model.depth`` (when swept;
-    else per value of the first grouping key), one row per combination of the other grouping keys,
-    lines coloured by layer index (1 = first layer, the same colour in every panel)."""
+    ``eps`` (Galanti et al. 2023, Fig. 1): one panel per ``model.depth`` (when swept; else per value
+    of the first grouping key) and combination of the other grouping keys, in that order, in the
+    grid of :func:`ncdepth.report.style.grid_figure` (one row per combination of the other keys when
+    at most three depths), lines coloured by layer index (1 = first layer, the same colour in every
+    panel)."""
     rows = table[(table["split"] == "train") & (table["metric"] == "ncc_acc")]
     if rows.empty:
         raise NothingToPlot("no run measured the NCC train accuracy (split=train, metric=ncc_acc)")
@@ -219,11 +222,14 @@ def effective_depth(
     runs: pd.DataFrame, grouping: Sequence[str], x_keys: Sequence[str], deepest: int
 ) -> Figure:
     """Effective depth (``effective_depth@EPS`` of finished runs' summaries: the first layer whose
-    NCC train error is at most EPS) vs each of ``x_keys`` (one row each), one column per threshold
-    EPS, one curve per combination of the other grouping keys. The y axis shows the depths there
-    can be, ``1..deepest`` (the most layers of a run), with integer ticks; an interval beyond them
-    runs off the axis. Runs that never reach EPS (``null``) are left out of the mean; each panel's
-    title says how many."""
+    NCC train error is at most EPS) vs each of ``x_keys``, one panel per (key, threshold EPS) in the
+    grid of :func:`ncdepth.report.style.grid_figure` (a row per key when at most three thresholds),
+    one curve per combination of the other grouping keys: the mean and its 95 % t-interval, each
+    seed a dot beside it; against ``model.depth`` the dash-dotted line ``y = L`` (:data:`DEPTH_LINE`)
+    marks a network that needs every layer. The y axis shows the depths there can be,
+    ``1..deepest`` (the most layers of a run), with integer ticks; an interval beyond them runs off
+    the axis. Runs that never reach EPS (``null``) are left out of the mean; each panel's title says
+    how many."""
     if not x_keys:
         raise NothingToPlot("the sweep varies no numeric key (besides the seed)")
     finished = runs[runs["status"] == "finished"]
