@@ -291,3 +291,16 @@ def test_effective_depth_against_depth_draws_y_equals_l_and_every_seed(depth_swe
     legend = [text.get_text() for legend in figure.legends for text in legend.get_texts()]
     assert "95 % t-interval of the mean over 3 seeds" in legend and "dots: individual seeds" in legend
     assert "y = L: effective depth = the network's depth" in legend
+
+
+def test_effective_depth_of_a_sweep_at_one_depth_draws_y_equals_l_across(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "noise_sweep"
+    for job, (noise, seed) in enumerate((noise, seed) for noise in (0.0, 0.1, 0.2) for seed in range(2)):
+        write_run(sweep_dir / str(job), 6, noise, seed, [f"data.label_noise={noise}", f"seed={seed}"])
+    (sweep_dir / "multirun.yaml").write_text("hydra: {}\n")
+    figure = drawn(sweep_dir)["effective_depth_by_label_noise"]()
+    for ax in (ax for ax in figure.axes if ax.get_visible()):
+        (reference,) = [line for line in ax.get_lines() if line.get_linestyle() == "-."]
+        assert list(reference.get_ydata()) == [6, 6]
+    legend = [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+    assert "y = L = 6: effective depth = the network's depth" in legend

@@ -225,8 +225,9 @@ def effective_depth(
     NCC train error is at most EPS) vs each of ``x_keys``, one panel per (key, threshold EPS) in the
     grid of :func:`ncdepth.report.style.grid_figure` (a row per key when at most three thresholds),
     one curve per combination of the other grouping keys: the mean and its 95 % t-interval, each
-    seed a dot beside it; against ``model.depth`` the dash-dotted line ``y = L`` (:data:`DEPTH_LINE`)
-    marks a network that needs every layer. The y axis shows the depths there can be,
+    seed a dot beside it; the dash-dotted line ``y = L`` (:data:`DEPTH_LINE`) marks a network that
+    needs every layer (against ``model.depth``; a horizontal line at ``deepest`` when the sweep has
+    one depth). The y axis shows the depths there can be,
     ``1..deepest`` (the most layers of a run), with integer ticks; an interval beyond them runs off
     the axis. Runs that never reach EPS (``null``) are left out of the mean; each panel's title says
     how many."""
@@ -251,6 +252,9 @@ def effective_depth(
         if x_key == DEPTH_KEY:  # y = L: the effective depth of a network that needs every layer
             ax.plot(list(positions.values()), list(positions), **DEPTH_LINE)
             depth_line = True
+        elif DEPTH_KEY not in grouping:  # one depth in the sweep: y = L is a horizontal line
+            ax.axhline(deepest, **DEPTH_LINE)
+            depth_line = True
         never = int(values["value"].isna().sum())
         title = f"ε = {column.removeprefix(EFFECTIVE_DEPTH_PREFIX)}"
         if never:
@@ -266,7 +270,10 @@ def effective_depth(
     if counts.max() > 1:
         handles.append(seed_handle())
     if depth_line:
-        handles.append(Line2D([], [], **DEPTH_LINE, label="y = L: effective depth = the network's depth"))
+        at = "" if DEPTH_KEY in grouping else f" = {deepest}"
+        handles.append(
+            Line2D([], [], **DEPTH_LINE, label=f"y = L{at}: effective depth = the network's depth")
+        )
     legend_below(figure, handles)
     figure.suptitle("Effective depth: the first layer whose NCC train error ≤ ε (finished runs)")
     return figure
