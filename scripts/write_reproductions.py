@@ -4,7 +4,8 @@
 
 Every number on the page is computed here from the sweeps' report directories (``OUT_DIR/<sweep>/report``,
 written by ``ncdepth-report``) and run directories; every figure is a copy of a report figure (PNG and PDF)
-into ``DOCS_DIR/reproductions/``. Nothing is typed by hand but the claims and the commands: each section
+into ``DOCS_DIR/reproductions/``, its size in inches given beside it and checked against the page
+(``ncdepth.report.style``: at most 7.2 x 9 in). Nothing is typed by hand but the claims and the commands: each section
 states a paper's claim, applies a criterion fixed in this file before looking at the data, and says
 "reproduced" or "not reproduced at this scale" with the numbers either way. A sweep that is missing or has
 jobs that did not finish is said so on the page.
@@ -26,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from ncdepth.report.style import MAX_HEIGHT, PAGE_WIDTH, fits_page, image_size_inches
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = "reproductions.md"
@@ -102,6 +105,15 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+def seeds_per_value(runs: pd.DataFrame, key: str) -> str:
+    """``n = 5 seeds per value`` (``n = 2–3 …`` when they differ): the finished runs of each value of ``key``."""
+    counts = runs.groupby(key).size()
+    if counts.empty:
+        return "no finished run"
+    low, high = int(counts.min()), int(counts.max())
+    return f"n = {low if low == high else f'{low}–{high}'} seed{'s' if high > 1 else ''} per {COLUMN_NAMES.get(key, key)}"
+
+
 def verdict(holds: bool) -> str:
     return "**reproduced**" if holds else "**not reproduced at this scale**"
 
@@ -133,7 +145,11 @@ class Gallery:
         for suffix in (".png", ".pdf"):
             shutil.copyfile(source / f"{name}{suffix}", self.directory / f"{sweep.name}__{name}{suffix}")
         stem = f"{FIGURES}/{sweep.name}__{name}"
-        return f"![{caption}]({stem}.png)\n\n*{caption}* ([PDF]({stem}.pdf))"
+        width, height = image_size_inches(source / f"{name}.png")
+        size = f"{width:.1f} × {height:.1f} in"
+        if not fits_page(width, height):
+            size += f", **larger than a page ({PAGE_WIDTH:g} × {MAX_HEIGHT:g} in): redraw it with `ncdepth-report`**"
+        return f"![{caption}]({stem}.png)\n\n*{caption}* ([PDF]({stem}.pdf), {size})"
 
 
 # -- Galanti, Galanti & Ben-Shaul (2023) -------------------------------------------------------------
@@ -210,12 +226,13 @@ def galanti_depth(sweep: Sweep, gallery: Gallery) -> str:
                 sweep,
                 "ncc_train_error_by_depth",
                 "NCC train error of every layer over training, "
-                "one panel per depth L (mean over 3 seeds), with the ε thresholds",
+                f"one panel per depth L ({seeds_per_value(runs, DEPTH)}), with the ε thresholds",
             ),
             gallery.figure(
                 sweep,
                 "effective_depth_by_depth",
-                "Effective depth against depth L per ε (mean and 95 % interval over seeds)",
+                "Effective depth against depth L per ε (mean and 95 % interval over "
+                f"{seeds_per_value(runs, DEPTH)}, each seed a dot; the dash-dotted line is y = L)",
             ),
         ]
     )
@@ -246,13 +263,14 @@ def galanti_noise(sweep: Sweep, gallery: Gallery) -> str:
             gallery.figure(
                 sweep,
                 "effective_depth_by_label_noise",
-                "Effective depth against label noise p per ε "
-                "(mean and 95 % interval over seeds that reach ε)",
+                "Effective depth against label noise p per ε (mean and 95 % interval over the seeds "
+                f"that reach ε, of {seeds_per_value(runs, NOISE)}; each seed a dot)",
             ),
             gallery.figure(
                 sweep,
                 "ncc_train_error_by_label_noise",
-                "NCC train error of every layer over training, one panel per p, with the ε thresholds",
+                "NCC train error of every layer over training, one panel per p "
+                f"({seeds_per_value(runs, NOISE)}), with the ε thresholds",
             ),
         ]
     )
@@ -355,7 +373,7 @@ def papyan(sweep: Sweep, gallery: Gallery) -> str:
             gallery.figure(
                 sweep,
                 "last_layer_collapse",
-                "NC1–NC4 of the last layer over training (log scale, mean over seeds)",
+                f"NC1–NC4 of the last layer over training (log scale, mean over n = {len(runs)} seeds)",
             ),
         ]
     )

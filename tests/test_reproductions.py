@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+from matplotlib.figure import Figure
+
+from ncdepth.report.style import grid_figure, save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "write_reproductions.py"
@@ -30,3 +36,22 @@ def test_the_page_names_every_sweep_that_has_not_been_run(tmp_path: Path) -> Non
         group, name = experiment
         directory = f"{group.removesuffix('experiment')}{name}"
         assert f"`{directory}` has not been run" in page
+
+
+def test_the_gallery_gives_each_figure_its_size_and_flags_one_larger_than_a_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = importlib.util.spec_from_file_location("write_reproductions", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, script)  # its dataclass looks its module up
+    spec.loader.exec_module(script)
+    figures = tmp_path / "sweeps" / "repro_x" / "report" / "figures"
+    figures.mkdir(parents=True)
+    save_figure(grid_figure(1)[0], figures, "fits")
+    save_figure(Figure(figsize=(11.8, 3.8)), figures, "too_wide")  # the old bound figure's size
+    gallery = script.Gallery(tmp_path / "docs")
+    sweep = script.Sweep("repro_x", tmp_path / "sweeps" / "repro_x")
+    fits = gallery.figure(sweep, "fits", "A figure")
+    assert fits.endswith("*A figure* ([PDF](reproductions/repro_x__fits.pdf), 3.5 × 2.9 in)")
+    assert "larger than a page (7.2 × 9 in)" in gallery.figure(sweep, "too_wide", "Too wide")
+    assert (tmp_path / "docs" / "reproductions" / "repro_x__fits.png").is_file()

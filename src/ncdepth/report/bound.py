@@ -21,11 +21,13 @@ from ncdepth.report.collect import SEED_KEY, Sweep
 from ncdepth.report.figures import EFFECTIVE_DEPTH_PREFIX
 from ncdepth.report.style import (
     NothingToPlot,
+    flat_axes,
     format_value,
+    grid_figure,
     group_colour,
     key_values_label,
+    legend_below,
     spread_handle,
-    subplots,
 )
 from ncdepth.theory.bound import estimate_bound
 
@@ -113,42 +115,42 @@ def bound_table(sweep: Sweep, runs: pd.DataFrame, alpha: float | None = None) ->
 
 def bound_figure(table: pd.DataFrame) -> Figure:
     """The bound (frequency: solid; Clopper-Pearson upper limit: dashed) vs ``p``, one panel per
-    ``eps`` (columns) and per combination of the other grouping keys (rows), beside the ``S1``
+    combination of the other grouping keys and ``eps`` (:func:`ncdepth.report.style.grid_figure`;
+    a row per combination when at most three ``eps``), beside the ``S1``
     networks' test error (mean, band of one std over the seed pairs) and the probability term
     (dotted)."""
     others = [column for column in table.columns if column not in RESULT_COLUMNS]
     groups = _groups(table, others)
     eps_values = sorted(table["eps"].unique())
     p_values = sorted(table["p"].unique())
-    figure, axes = subplots(len(groups), len(eps_values), sharey=True)
+    cells = [(group_values, group, eps) for group_values, group in groups for eps in eps_values]
+    figure, axes = grid_figure(len(cells), columns=len(eps_values), sharey=True)
     bound_colour, test_colour = group_colour(0, 2), group_colour(1, 2)
-    for i, (group_values, group) in enumerate(groups):
-        for j, eps in enumerate(eps_values):
-            ax = axes[i, j]
-            curve = group[group["eps"] == eps].sort_values("p")
-            ax.plot(curve["p"], curve["bound"], marker="o", color=bound_colour, label="bound")
-            ax.plot(curve["p"], curve["bound_upper"], ls="--", color=bound_colour, label="bound (95% upper)")
-            ax.plot(
-                curve["p"], curve["probability"], ls=":", marker=".", color="grey", label="probability term"
-            )
-            error, spread = curve["test_error_mean"], curve["test_error_std"].fillna(0.0)
-            ax.plot(
-                curve["p"], error, marker="s", color=test_colour, label="test error of the S1 nets (mean)"
-            )
-            ax.fill_between(curve["p"], error - spread, error + spread, color=test_colour, alpha=0.2, lw=0)
-            ax.axhline(1.0, color="black", lw=0.6)
-            title = ", ".join(
-                part for part in (key_values_label(others, group_values), f"ε = {eps:g}") if part
-            )
-            ax.set_title(title, fontsize=9)
-            ax.set_xlabel("p (corrupted fraction of S̃2)")
-            ax.set_xticks(p_values, [format_value(p) for p in p_values])
-            ax.grid(alpha=0.3)
-        axes[i, 0].set_ylabel("error")
+    for ax, (group_values, group, eps) in zip(flat_axes(axes), cells, strict=True):
+        curve = group[group["eps"] == eps].sort_values("p")
+        ax.plot(curve["p"], curve["bound"], marker="o", color=bound_colour, label="bound")
+        ax.plot(curve["p"], curve["bound_upper"], ls="--", color=bound_colour, label="bound (95% upper)")
+        ax.plot(curve["p"], curve["probability"], ls=":", marker=".", color="grey", label="probability term")
+        error, spread = curve["test_error_mean"], curve["test_error_std"].fillna(0.0)
+        ax.plot(curve["p"], error, marker="s", color=test_colour, label="test error of the S1 nets (mean)")
+        ax.fill_between(curve["p"], error - spread, error + spread, color=test_colour, alpha=0.2, lw=0)
+        ax.axhline(1.0, color="black", lw=0.6)
+        title = ", ".join(part for part in (key_values_label(others, group_values), f"ε = {eps:g}") if part)
+        ax.set_title(title)
+        ax.set_xlabel("p (corrupted fraction of S̃2)")
+        ax.set_xticks(p_values, [format_value(p) for p in p_values])
+        ax.grid(alpha=0.3)
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel("error")
     spread = spread_handle(table["test_error_count"], colour=test_colour, std_band=True)
+    pairs = sorted({int(count) for count in table["pairs"]})
+    pairs_text = f"{pairs[0]}" if len(pairs) == 1 else f"{pairs[0]}–{pairs[-1]}"
     handles = [*axes[0, 0].get_legend_handles_labels()[0], spread]
-    figure.legend(handles=handles, loc="outside lower center", ncol=3, fontsize="small")
-    figure.suptitle("Generalization bound from the effective depths (Galanti et al. 2023)", fontsize=10)
+    legend_below(figure, handles)
+    figure.suptitle(
+        "Generalization bound from the effective depths (Galanti et al. 2023)\n"
+        f"probability over n = {pairs_text} seed pairs"
+    )
     return figure
 
 

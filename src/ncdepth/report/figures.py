@@ -8,7 +8,8 @@ last component, e.g. ``_by_depth``, ``_by_label_noise``, ``_by_depth_and_label_n
   (Galanti et al. 2023, Fig. 1), one panel per swept value;
 * ``final_ncc_error_and_cdnv_per_layer``: NCC train and test error and CDNV vs layer at the last
   epoch, one curve per swept value;
-* ``effective_depthX``: effective depth vs each numeric swept key, one column per ``ε``;
+* ``effective_depthX``: effective depth vs each numeric swept key, one panel per ``ε``, seeds as
+  dots beside their mean, and the line ``y = L`` against ``model.depth``;
 * ``last_layer_collapse``: NC1, NC2 (``nc2_etf``), NC3, NC4 at the classifier's input vs epoch;
 * ``separation_fuzziness``: He & Su's separation fuzziness ``D_l`` (train split) vs layer at the last
   epoch on a log axis, whose straight line is their law of data separation; the legend gives the mean
@@ -41,15 +42,20 @@ from ncdepth.report.style import (
     band,
     by_keys,
     curve_styles,
+    flat_axes,
+    floor_handle,
+    grid_figure,
     key_values_label,
     layer_colourbar,
     layer_colours,
+    legend_below,
     log_axis,
     readable,
     save_figure,
+    seed_handle,
     seed_mean,
+    seed_points,
     spread_handle,
-    subplots,
     threshold_handle,
     threshold_lines,
     value_axis,
@@ -63,6 +69,8 @@ COLLAPSE_METRICS = {name: BY_NAME[name].label for name in ("nc1", "nc2_etf", "nc
 CLASS_NORMS = {"w": "classifier rows ‖w_k‖", "h": "class means ‖h̄_k‖"}
 """The per-class norms of :func:`minority_collapse`: ``{norm}_norm_ratio@k`` and ``…_pred@k``."""
 PREDICTION_STYLE = {"linestyle": "--", "marker": "D", "markersize": 4, "markerfacecolor": "none"}
+DEPTH_LINE = {"color": "0.25", "linestyle": "-.", "linewidth": 0.9, "zorder": 1}
+"""The ``y = L`` reference of the effective-depth figure: every layer of the network needed."""
 
 Panels = dict[tuple[Any, ...], pd.DataFrame]
 
@@ -129,9 +137,11 @@ def numeric_keys(runs: pd.DataFrame, grouping: Sequence[str]) -> list[str]:
 
 def ncc_train_error_by_layer(table: pd.DataFrame, grouping: Sequence[str], eps: Sequence[float]) -> Figure:
     """NCC train error ``1 - ncc_acc`` of every layer vs epoch on a log axis with the thresholds
-    ``eps`` (Galanti et al. 2023, Fig. 1): one column of panels per ``model.depth`` (when swept;
-    else per value of the first grouping key), one row per combination of the other grouping keys,
-    lines coloured by layer index (1 = first layer, the same colour in every panel)."""
+    ``eps`` (Galanti et al. 2023, Fig. 1): one panel per ``model.depth`` (when swept; else per value
+    of the first grouping key) and combination of the other grouping keys, in that order, in the
+    grid of :func:`ncdepth.report.style.grid_figure` (one row per combination of the other keys when
+    at most three depths), lines coloured by layer index (1 = first layer, the same colour in every
+    panel)."""
     rows = table[(table["split"] == "train") & (table["metric"] == "ncc_acc")]
     if rows.empty:
         raise NothingToPlot("no run measured the NCC train accuracy (split=train, metric=ncc_acc)")
@@ -140,26 +150,26 @@ def ncc_train_error_by_layer(table: pd.DataFrame, grouping: Sequence[str], eps: 
     stats = seed_mean(rows.assign(value=1.0 - rows["value"]), [*grouping, "epoch", "layer_index"])
     floor = zero_floor([*stats["mean"], *eps])
     grid, row_values, column_values = _grid(stats, row_keys, column_keys)
-    figure, axes = subplots(len(row_values), len(column_values), sharey=True)
+    cells = sorted(grid)  # in reading order: the panels of one row of the keys' grid together
+    figure, axes = grid_figure(len(cells), columns=len(column_values), sharex=True, sharey=True)
     colours = layer_colours(int(stats["layer_index"].max()))
-    for (i, j), panel in grid.items():
-        ax = axes[i, j]
-        for layer_index, curve in panel.groupby("layer_index"):
+    for ax, (i, j) in zip(flat_axes(axes), cells, strict=True):
+        for layer_index, curve in grid[i, j].groupby("layer_index"):
             band(ax, curve, "epoch", color=colours[int(layer_index) - 1], floor=floor)
-        title = key_values_label([*row_keys, *column_keys], (*row_values[i], *column_values[j]))
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("epoch")
-    log_axis(axes[0, 0], floor)
+        ax.set_title(key_values_label([*row_keys, *column_keys], (*row_values[i], *column_values[j])))
+    for ax in flat_axes(axes):  # the axes share y: the same scale, a floor line in each
+        log_axis(ax, floor)
     axes[0, 0].set_ylim(top=1.5)
-    for i, j in grid:
-        threshold_lines(axes[i, j], eps, labelled=j == len(column_values) - 1)
+    for ax in flat_axes(axes):
+        threshold_lines(ax, eps, labelled=ax.get_subplotspec().is_last_col())
+        ax.tick_params(labelbottom=True)
+        ax.set_xlabel("epoch")
     for ax in axes[:, 0]:
         ax.set_ylabel("NCC train error")
-    _hide_empty(axes, grid)
     layer_colourbar(figure, axes, len(colours))
     thresholds_drawn = [threshold_handle()] if eps else []
-    _legend_below(figure, axes, *thresholds_drawn, spread_handle(stats["count"]))
-    figure.suptitle("NCC train error of every layer during training", fontsize=10)
+    legend_below(figure, [*thresholds_drawn, spread_handle(stats["count"]), *floor_handle([floor])])
+    figure.suptitle("NCC train error of every layer during training")
     return figure
 
 
@@ -175,27 +185,36 @@ def final_ncc_error_and_cdnv_per_layer(
     present = [(s, m) for s, m in quantities if ((final["split"] == s) & (final["metric"] == m)).any()]
     if not present:
         raise NothingToPlot("no finished run measured ncc_acc or cdnv")
-    figure, axes = subplots(1, len(present))
-    counts = []
-    for ax, (split, metric) in zip(axes[0], present, strict=True):
+    figure, axes = grid_figure(len(present))
+    counts, floors = [], []
+    for ax, (split, metric) in zip(flat_axes(axes), present, strict=True):
         selected = final[(final["split"] == split) & (final["metric"] == metric)]
         if metric == "ncc_acc":
             selected = selected.assign(value=1.0 - selected["value"])
         stats = seed_mean(selected, [*grouping, "layer_index"])
         counts.append(stats["count"])
-        floor = zero_floor([*stats["mean"], *(eps if metric == "ncc_acc" else [])])
+        floor = zero_floor([*stats["mean"], *selected["value"], *(eps if metric == "ncc_acc" else [])])
+        floors.append(floor)
         curves = _panels(stats, grouping)
+        seeds = _panels(selected, grouping)
         for style, (curve_value, curve) in zip(curve_styles(list(curves)), curves.items(), strict=True):
             label = key_values_label(grouping, curve_value)
             band(ax, curve, "layer_index", **style, label=label, floor=floor)
+            if curve_value in seeds and curve["count"].max() > 1:
+                runs = seeds[curve_value]
+                values = runs["value"] if floor is None else runs["value"].clip(lower=floor)
+                seed_points(ax, runs["layer_index"], values, style["color"])
         log_axis(ax, floor)
         if (split, metric) == ("train", "ncc_acc"):
             threshold_lines(ax, eps)
         quantity = f"NCC {split} error" if metric == "ncc_acc" else f"CDNV ({split})"
         ax.set(xlabel="layer", ylabel=quantity)
     thresholds_drawn = [threshold_handle()] if eps and ("train", "ncc_acc") in present else []
-    _legend_below(figure, axes, spread_handle(pd.concat(counts)), *thresholds_drawn)
-    figure.suptitle("Per layer at the last epoch (finished runs)", fontsize=10)
+    counts = pd.concat(counts)
+    seeds_drawn = [seed_handle()] if counts.max() > 1 else []
+    handles = [*_curve_handles(axes[0, 0]), spread_handle(counts), *seeds_drawn, *thresholds_drawn]
+    legend_below(figure, [*handles, *floor_handle(floors)])
+    figure.suptitle("Per layer at the last epoch (finished runs)")
     return figure
 
 
@@ -203,11 +222,15 @@ def effective_depth(
     runs: pd.DataFrame, grouping: Sequence[str], x_keys: Sequence[str], deepest: int
 ) -> Figure:
     """Effective depth (``effective_depth@EPS`` of finished runs' summaries: the first layer whose
-    NCC train error is at most EPS) vs each of ``x_keys`` (one row each), one column per threshold
-    EPS, one curve per combination of the other grouping keys. The y axis shows the depths there
-    can be, ``1..deepest`` (the most layers of a run), with integer ticks; an interval beyond them
-    runs off the axis. Runs that never reach EPS (``null``) are left out of the mean; each panel's
-    title says how many."""
+    NCC train error is at most EPS) vs each of ``x_keys``, one panel per (key, threshold EPS) in the
+    grid of :func:`ncdepth.report.style.grid_figure` (a row per key when at most three thresholds),
+    one curve per combination of the other grouping keys: the mean and its 95 % t-interval, each
+    seed a dot beside it; the dash-dotted line ``y = L`` (:data:`DEPTH_LINE`) marks a network that
+    needs every layer (against ``model.depth``; a horizontal line at ``deepest`` when the sweep has
+    one depth). The y axis shows the depths there can be,
+    ``1..deepest`` (the most layers of a run), with integer ticks; an interval beyond them runs off
+    the axis. Runs that never reach EPS (``null``) are left out of the mean; each panel's title says
+    how many."""
     if not x_keys:
         raise NothingToPlot("the sweep varies no numeric key (besides the seed)")
     finished = runs[runs["status"] == "finished"]
@@ -215,25 +238,44 @@ def effective_depth(
     if finished.empty or not depth_columns:
         raise NothingToPlot("no finished run has an effective depth in its summary.json")
     depth_columns.sort(key=lambda column: float(column.removeprefix(EFFECTIVE_DEPTH_PREFIX)))
-    figure, axes = subplots(len(x_keys), len(depth_columns), sharey=True)
-    counts = []
-    for i, x_key in enumerate(x_keys):
-        for j, column in enumerate(depth_columns):
-            ax = axes[i, j]
-            values = finished.assign(value=pd.to_numeric(finished[column], errors="coerce").astype(float))
-            stats = seed_mean(values, list(grouping))
-            counts.append(stats["count"])
-            _error_bars(ax, stats, x_key, [key for key in grouping if key != x_key], finished[x_key])
-            never = int(values["value"].isna().sum())
-            title = f"ε = {column.removeprefix(EFFECTIVE_DEPTH_PREFIX)}"
-            if never:
-                title += f"\n{never} of {len(values)} runs never reach ε (left out)"
-            ax.set_title(title, fontsize=9)
-        axes[i, 0].set_ylabel("effective depth")
+    cells = [(x_key, column) for x_key in x_keys for column in depth_columns]
+    figure, axes = grid_figure(len(cells), columns=len(depth_columns), sharey=True)
+    counts, first_of_key, depth_line = [], {}, False
+    for ax, (x_key, column) in zip(flat_axes(axes), cells, strict=True):
+        first_of_key.setdefault(x_key, ax)
+        values = finished.assign(value=pd.to_numeric(finished[column], errors="coerce").astype(float))
+        stats = seed_mean(values, list(grouping))
+        counts.append(stats["count"])
+        positions = _error_bars(
+            ax, stats, x_key, [key for key in grouping if key != x_key], finished[x_key], seeds=values
+        )
+        if x_key == DEPTH_KEY:  # y = L: the effective depth of a network that needs every layer
+            ax.plot(list(positions.values()), list(positions), **DEPTH_LINE)
+            depth_line = True
+        elif DEPTH_KEY not in grouping:  # one depth in the sweep: y = L is a horizontal line
+            ax.axhline(deepest, **DEPTH_LINE)
+            depth_line = True
+        never = int(values["value"].isna().sum())
+        title = f"ε = {column.removeprefix(EFFECTIVE_DEPTH_PREFIX)}"
+        if never:
+            title += f"\n{never} of {len(values)} runs never reach ε (left out)"
+        ax.set_title(title)
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel("effective depth")
     axes[0, 0].set_ylim(0.5, deepest + 0.5)
     axes[0, 0].yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    _legend_below(figure, axes, spread_handle(pd.concat(counts), error_bar=True))
-    figure.suptitle("Effective depth: the first layer whose NCC train error ≤ ε (finished runs)", fontsize=10)
+    counts = pd.concat(counts)
+    handles = [handle for ax in first_of_key.values() for handle in _curve_handles(ax)]
+    handles.append(spread_handle(counts, error_bar=True))
+    if counts.max() > 1:
+        handles.append(seed_handle())
+    if depth_line:
+        at = "" if DEPTH_KEY in grouping else f" = {deepest}"
+        handles.append(
+            Line2D([], [], **DEPTH_LINE, label=f"y = L{at}: effective depth = the network's depth")
+        )
+    legend_below(figure, handles)
+    figure.suptitle("Effective depth: the first layer whose NCC train error ≤ ε (finished runs)")
     return figure
 
 
@@ -248,19 +290,23 @@ def last_layer_collapse(table: pd.DataFrame, grouping: Sequence[str]) -> Figure:
     if not metrics:
         raise NothingToPlot(f"no run measured {', '.join(COLLAPSE_METRICS)} at its last layer")
     stats = seed_mean(rows, [*grouping, "metric", "epoch"])
-    figure, axes = subplots(1, len(metrics))
-    for ax, metric in zip(axes[0], metrics, strict=True):
+    figure, axes = grid_figure(len(metrics), sharex=True)
+    floors = []
+    for ax, metric in zip(flat_axes(axes), metrics, strict=True):
         selected = stats[stats["metric"] == metric]
-        floor = zero_floor(selected["mean"])
+        floor = zero_floor([*selected["mean"], *selected["min"]])
+        floors.append(floor)
         curves = _panels(selected, list(grouping))
         for style, (curve_value, curve) in zip(curve_styles(list(curves)), curves.items(), strict=True):
             label = key_values_label(grouping, curve_value)
             band(ax, curve, "epoch", **style, label=label, floor=floor)
         log_axis(ax, floor)
-        ax.set_title(COLLAPSE_METRICS[metric], fontsize=9)
+        ax.set_title(COLLAPSE_METRICS[metric])
         ax.set(xlabel="epoch", ylabel=metric.upper().split("_")[0])
-    _legend_below(figure, axes, spread_handle(stats["count"]))
-    figure.suptitle("Neural collapse at the classifier's input (train split)", fontsize=10)
+        ax.tick_params(labelbottom=True)
+    handles = [*_curve_handles(axes[0, 0]), spread_handle(stats["count"]), *floor_handle(floors)]
+    legend_below(figure, handles)
+    figure.suptitle("Neural collapse at the classifier's input (train split)")
     return figure
 
 
@@ -275,9 +321,10 @@ def separation_fuzziness(table: pd.DataFrame, runs: pd.DataFrame, grouping: Sequ
     rows = rows[rows["epoch"] == rows.groupby("run")["epoch"].transform("max")]
     stats = seed_mean(rows, [*grouping, "layer_index"])
     fits = runs[runs["status"] == "finished"]
-    figure, axes = subplots(1, 1)
+    figure, axes = grid_figure(1)
     ax = axes[0, 0]
-    floor = zero_floor(stats["mean"])
+    floor = zero_floor([*stats["mean"], *rows["value"]])
+    seeds = _panels(rows, list(grouping))
     curves = _panels(stats, list(grouping))
     for style, (curve_value, curve) in zip(curve_styles(list(curves)), curves.items(), strict=True):
         mask = pd.Series(True, index=fits.index)
@@ -291,10 +338,15 @@ def separation_fuzziness(table: pd.DataFrame, runs: pd.DataFrame, grouping: Sequ
             if part
         )
         band(ax, curve, "layer_index", **style, label=label, floor=floor)
+        if curve_value in seeds and curve["count"].max() > 1:
+            values = seeds[curve_value]["value"]
+            seed_points(ax, seeds[curve_value]["layer_index"], values.clip(lower=floor or 0), style["color"])
     log_axis(ax, floor)
-    ax.set(xlabel="layer", ylabel="separation fuzziness D = Tr(Σ_W Σ_B⁺)")
-    _legend_below(figure, axes, spread_handle(stats["count"]))
-    figure.suptitle("Law of data separation: fuzziness per layer, last epoch (train split)", fontsize=10)
+    ax.set(xlabel="layer", ylabel="fuzziness D = Tr(Σ_W Σ_B⁺)")
+    seeds_drawn = [seed_handle()] if stats["count"].max() > 1 else []
+    handles = [*_curve_handles(ax), spread_handle(stats["count"]), *seeds_drawn, *floor_handle([floor])]
+    legend_below(figure, handles)
+    figure.suptitle("Law of data separation: fuzziness per layer\n(last epoch, train split)")
     return figure
 
 
@@ -315,24 +367,28 @@ def minority_collapse(table: pd.DataFrame, grouping: Sequence[str]) -> Figure:
     rows = rows[rows["epoch"] == rows.groupby("run")["epoch"].transform("max")]
     parts = rows["metric"].str.extract(r"^(?P<norm>[wh])_norm_ratio(?P<predicted>_pred)?@(?P<k>\d+)$")
     rows = rows.assign(norm=parts["norm"], predicted=parts["predicted"].notna(), k=parts["k"].astype(int))
-    figure, axes = subplots(1, len(CLASS_NORMS), sharey=True)
+    figure, axes = grid_figure(len(CLASS_NORMS), sharey=True)
     counts, means = [], [1.0]
-    for ax, (norm, title) in zip(axes[0], CLASS_NORMS.items(), strict=True):
+    for ax, (norm, title) in zip(flat_axes(axes), CLASS_NORMS.items(), strict=True):
         selected = rows[rows["norm"] == norm]
         measured = seed_mean(selected[~selected["predicted"]], [*grouping, "k"])
         predicted = seed_mean(selected[selected["predicted"]], [*grouping, "k"])
         counts.append(measured["count"])
         means += [*measured["mean"], *predicted["mean"]]
-        _error_bars(ax, measured, "k", grouping, selected["k"], predicted)
+        _error_bars(
+            ax, measured, "k", grouping, selected["k"], predicted, seeds=selected[~selected["predicted"]]
+        )
         ax.axhline(1.0, color="0.6", linewidth=0.8)
         ax.set(title=title, xlabel="class k")
-        ax.title.set_fontsize(9)
     axes[0, 0].set_ylim(0.0, 1.25 * max(means))  # an interval of few seeds may run off the top
     axes[0, 0].set_ylabel("norm / majority classes' mean norm")
+    counts = pd.concat(counts)
     measured_handle = Line2D([], [], color="0.3", marker="o", linestyle="none", label="measured (mean)")
     prediction = Line2D([], [], **PREDICTION_STYLE, color="0.3", label="UFM optimum (closed_form)")
-    _legend_below(figure, axes, measured_handle, spread_handle(pd.concat(counts), error_bar=True), prediction)
-    figure.suptitle("Minority collapse at the classifier's input, per class (last epoch)", fontsize=10)
+    seeds_drawn = [seed_handle()] if counts.max() > 1 else []
+    handles = [*_curve_handles(axes[0, 0]), measured_handle, spread_handle(counts, error_bar=True)]
+    legend_below(figure, [*handles, *seeds_drawn, prediction])
+    figure.suptitle("Minority collapse at the classifier's input, per class (last epoch)")
     return figure
 
 
@@ -343,19 +399,28 @@ def _error_bars(
     curve_keys: Sequence[str],
     x_values: pd.Series,
     predicted: pd.DataFrame | None = None,
-) -> None:
+    seeds: pd.DataFrame | None = None,
+) -> dict[Any, float]:
     """Means and 95 % t-interval error bars of ``stats`` vs ``x_key`` (:func:`value_axis` of
     ``x_values``), one style per combination of ``curve_keys`` (:func:`curve_styles`), nudged apart
     so that bars at the same x do not hide each other; the means of ``predicted`` (same columns)
-    beside them in :data:`PREDICTION_STYLE`."""
+    beside them in :data:`PREDICTION_STYLE`; each seed's value (the ``value`` rows of ``seeds``) as a
+    dot just right of its mean (:func:`seed_points`) where a mean is over more than one seed.
+    Returns the x positions, ``{value: position}``."""
     positions = value_axis(ax, x_values)
     curves = _panels(stats, curve_keys)
     prediction_curves = {} if predicted is None else _panels(predicted, curve_keys)
     step = min((b - a for a, b in pairwise(positions.values())), default=1.0)
     styles = curve_styles(list(curves))
+    seed_curves = {} if seeds is None else _panels(seeds, curve_keys)
     for k, (curve_value, curve) in enumerate(curves.items()):
         curve = curve.sort_values(x_key)
         nudge = 0.06 * step * (k - (len(curves) - 1) / 2)
+        if curve_value in seed_curves and curve["count"].max() > 1:
+            runs = seed_curves[curve_value]
+            seed_points(
+                ax, runs[x_key].map(positions) + nudge + 0.04 * step, runs["value"], styles[k]["color"]
+            )
         ax.errorbar(
             curve[x_key].map(positions) + nudge,
             curve["mean"],
@@ -371,13 +436,12 @@ def _error_bars(
             ax.plot(x, prediction["mean"], **PREDICTION_STYLE, color=styles[k]["color"])
     ax.set_xlabel(readable(x_key))
     ax.grid(alpha=0.3)
+    return positions
 
 
-def _legend_below(figure: Figure, axes: Any, *extra: Any) -> None:
-    """One legend below ``axes``: the curves of the first panel of every row, then ``extra``."""
-    handles = [handle for ax in axes[:, 0] for handle in ax.get_legend_handles_labels()[0]]
-    handles += extra
-    figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3), fontsize="small")
+def _curve_handles(ax: Axes) -> list[Any]:
+    """The labelled curves of ``ax`` (one legend entry per curve of a panel)."""
+    return list(ax.get_legend_handles_labels()[0])
 
 
 def _panels(frame: pd.DataFrame, keys: Sequence[str]) -> Panels:
@@ -398,10 +462,3 @@ def _grid(
         for key, panel in panels.items()
     }
     return grid, row_values, column_values
-
-
-def _hide_empty(axes: Any, grid: dict[tuple[int, int], pd.DataFrame]) -> None:
-    rows, columns = axes.shape
-    for i in range(rows):
-        for j in range(columns):
-            axes[i, j].set_visible((i, j) in grid)

@@ -30,7 +30,18 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ncdepth.report.collect import Sweep
-from ncdepth.report.style import PANEL_SIZE, NothingToPlot, log_axis, save_figure, seed_mean, spread_handle
+from ncdepth.report.style import (
+    NothingToPlot,
+    flat_axes,
+    grid_figure,
+    legend_below,
+    log_axis,
+    save_figure,
+    seed_handle,
+    seed_mean,
+    seed_points,
+    spread_handle,
+)
 from ncdepth.rundir import FINISHED, KERNELS_COLUMNS, KERNELS_FILE, KERNELS_NC1
 
 log = logging.getLogger(__name__)
@@ -78,20 +89,22 @@ def nc1_vs_d0(table: pd.DataFrame) -> Figure:
     ]
     if not panels:
         raise NothingToPlot("no balanced (num_classes, n) with two or more d0 values")
-    figure, axes = _row_of_panels(len(panels))
+    figure, axes = grid_figure(len(panels))
     counts = []
-    for ax, ((num_classes, n), panel) in zip(axes, panels, strict=True):
+    for ax, ((num_classes, n), panel) in zip(flat_axes(axes), panels, strict=True):
         stats = seed_mean(panel, ["quantity", "d0"], value="log10_nc1")
         counts.append(stats["count"])
         for quantity in _quantities(stats):
-            _band(ax, stats[stats["quantity"] == quantity], "d0", quantity)
+            seeds = panel[panel["quantity"] == quantity]
+            _band(ax, stats[stats["quantity"] == quantity], "d0", quantity, seeds["d0"], seeds["log10_nc1"])
         ax.set_xscale("log", base=2)
         d0_values = sorted(panel["d0"].unique())
         ax.set_xticks(d0_values, [str(d0) for d0 in d0_values])
         ax.minorticks_off()
         ax.set(xlabel="d0", ylabel="log10 NC1")
-        ax.set_title(f"N={n}, C={num_classes}", fontsize=9)
-    _legend(figure, axes[0], pd.concat(counts))
+        ax.set_title(f"N={n}, C={num_classes}")
+    _legend(figure, axes[0, 0], pd.concat(counts))
+    figure.suptitle("NC1 of the kernels and the trained net\nagainst the input dimension d0")
     return figure
 
 
@@ -108,23 +121,31 @@ def nc1_ratio_vs_class_sizes(table: pd.DataFrame) -> Figure:
     ]
     if not panels:
         raise NothingToPlot("no (num_classes, n, d0) with two or more class-size configurations")
-    figure, axes = _row_of_panels(len(panels))
+    figure, axes = grid_figure(len(panels))
     counts = []
-    for ax, ((num_classes, n, d0), panel) in zip(axes, panels, strict=True):
+    for ax, ((num_classes, n, d0), panel) in zip(flat_axes(axes), panels, strict=True):
         order = sorted(panel["class_sizes"].unique(), key=_minority_fraction, reverse=True)
         position = {sizes: index for index, sizes in enumerate(order)}
-        stats = seed_mean(
-            panel.assign(position=panel["class_sizes"].map(position)), ["quantity", "position"], "ratio"
-        )
+        panel = panel.assign(position=panel["class_sizes"].map(position))
+        stats = seed_mean(panel, ["quantity", "position"], "ratio")
         counts.append(stats["count"])
         for quantity in _quantities(stats):
-            _band(ax, stats[stats["quantity"] == quantity], "position", quantity)
+            seeds = panel[panel["quantity"] == quantity]
+            _band(
+                ax,
+                stats[stats["quantity"] == quantity],
+                "position",
+                quantity,
+                seeds["position"],
+                seeds["ratio"],
+            )
         ax.axhline(1.0, color="0.5", linewidth=0.8, linestyle="--")
         log_axis(ax, None)
         ax.set_xticks(range(len(order)), order, rotation=30)
         ax.set(xlabel="class sizes", ylabel="NC1(H) / NC1(X)")
-        ax.set_title(f"N={n}, d0={d0}, C={num_classes}", fontsize=9)
-    _legend(figure, axes[0], pd.concat(counts))
+        ax.set_title(f"N={n}, d0={d0}, C={num_classes}")
+    _legend(figure, axes[0, 0], pd.concat(counts))
+    figure.suptitle("NC1(H) / NC1(X) against the class sizes\n(the minority shrinks to the right)")
     return figure
 
 
@@ -190,24 +211,22 @@ def _quantities(stats: pd.DataFrame) -> list[str]:
     return [q for q in QUANTITY_ORDER if q in present] + [q for q in present if q not in QUANTITY_ORDER]
 
 
-def _row_of_panels(count: int) -> tuple[Figure, list[Axes]]:
-    figure = Figure(figsize=(PANEL_SIZE[0] * count + 1.6, PANEL_SIZE[1] + 0.4), layout="constrained")
-    return figure, list(figure.subplots(1, count, squeeze=False)[0])
-
-
-def _band(ax: Axes, curve: pd.DataFrame, x: str, quantity: str) -> None:
+def _band(ax: Axes, curve: pd.DataFrame, x: str, quantity: str, seed_x: pd.Series, seed_y: pd.Series) -> None:
     """Mean line and the seeds' min-max band of ``curve`` (from :func:`seed_mean`) against its column
-    ``x``, in the quantity's colour (fixed across figures for :data:`QUANTITY_ORDER`)."""
+    ``x``, in the quantity's colour (fixed across figures for :data:`QUANTITY_ORDER`), and each seed
+    (``seed_y`` at ``seed_x``) as a dot when there are several."""
     curve = curve.sort_values(x)
     known = quantity in QUANTITY_ORDER
     colour = QUANTITY_COLOURS(QUANTITY_ORDER.index(quantity) if known else QUANTITY_COLOURS.N - 1)
     style = ":" if quantity == "fcn_init" else "-"
     ax.plot(curve[x], curve["mean"], style, marker="o", markersize=3, color=colour, label=quantity)
     ax.fill_between(curve[x], curve["min"], curve["max"], color=colour, alpha=0.15)
+    if curve["count"].max() > 1:
+        seed_points(ax, seed_x, seed_y, colour)
     ax.grid(alpha=0.3)
 
 
 def _legend(figure: Figure, ax: Axes, counts: pd.Series) -> None:
     """The quantities of ``ax``, then what the bands are."""
-    handles = [*ax.get_legend_handles_labels()[0], spread_handle(counts)]
-    figure.legend(handles=handles, fontsize="small", loc="outside right upper")
+    seeds_drawn = [seed_handle()] if counts.max() > 1 else []
+    legend_below(figure, [*ax.get_legend_handles_labels()[0], spread_handle(counts), *seeds_drawn])

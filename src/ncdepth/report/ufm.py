@@ -36,10 +36,20 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from omegaconf import OmegaConf
 
 from ncdepth.report.collect import Run, Sweep
-from ncdepth.report.style import PANEL_SIZE, format_value, group_colour, log_axis, save_figure, zero_floor
+from ncdepth.report.style import (
+    floor_handle,
+    format_value,
+    grid_figure,
+    group_colour,
+    legend_below,
+    log_axis,
+    save_figure,
+    zero_floor,
+)
 from ncdepth.rundir import FINISHED, NOT_STARTED, UFM_TRACE_FILE
 from ncdepth.theory.ufm_job import OBJECTIVE_GAP_TOL
 
@@ -151,11 +161,7 @@ def distance_figure(table: pd.DataFrame, traces: dict[str, pd.DataFrame]) -> Fig
     decays = sorted({(row.weight_decay, row.feature_decay) for row in runs.itertuples()}, key=_decay_order)
     depths = sorted(runs["depth"].unique())
     colour = {depth: group_colour(i, len(depths)) for i, depth in enumerate(depths)}
-    figure = Figure(
-        figsize=(PANEL_SIZE[0] * len(DISTANCES) + 2.4, PANEL_SIZE[1] * len(decays) + 0.8),
-        layout="constrained",
-    )
-    axes = figure.subplots(len(decays), len(DISTANCES), squeeze=False, sharex=True, sharey=True)
+    figure, axes = grid_figure(len(decays) * len(DISTANCES), columns=len(DISTANCES), sharex=True, sharey=True)
     floor = zero_floor(pd.concat(curves.values())["value"])
     missed, warm = _reached(runs).eq(False), runs.get("warm_start", pd.Series(dtype=object)).eq(True)
     for run, trace in curves.items():
@@ -171,7 +177,7 @@ def distance_figure(table: pd.DataFrame, traces: dict[str, pd.DataFrame]) -> Fig
             log_axis(ax, floor)
             ax.grid(alpha=0.3)
     for ax, title in zip(axes[0], DISTANCES.values(), strict=True):
-        ax.set_title(title, fontsize="medium")
+        ax.set_title(title)
     for ax in axes[-1]:
         ax.set_xlabel("iteration at the target decays")
     figure.suptitle(
@@ -179,7 +185,8 @@ def distance_figure(table: pd.DataFrame, traces: dict[str, pd.DataFrame]) -> Fig
         "\nby depth M (colour) and decays (row)"
     )
     handles = _legend_handles(colour, missed.any(), warm.any())
-    figure.legend(handles=handles, fontsize="small", loc="outside right upper")
+    runs_drawn = Patch(facecolor="none", edgecolor="none", label=f"one line per run ({len(curves)} runs)")
+    legend_below(figure, [*handles, runs_drawn, *floor_handle([floor])])
     return figure
 
 

@@ -22,7 +22,9 @@ from rich.table import Table
 
 from ncdepth.metrics.generalized import separation_law
 from ncdepth.report.style import (
+    FONT_SIZES,
     band,
+    floor_handle,
     layer_colourbar,
     layer_colours,
     log_axis,
@@ -79,8 +81,8 @@ class TidyTable:
 
 def ncc_train_error_figure(table: pd.DataFrame, eps: Sequence[float], config: Mapping[str, Any]) -> Figure:
     """The run's figure (:data:`NCC_FIGURE`) from its ``metrics.csv`` ``table``: the NCC train
-    error ``1 - ncc_acc`` of every layer vs epoch on a log axis (an error of 0 drawn at a floor
-    just above the bottom edge, whose tick reads 0: :func:`ncdepth.report.style.zero_floor`),
+    error ``1 - ncc_acc`` of every layer vs epoch on a log axis (an error of 0 drawn at a dotted
+    floor just above the bottom edge, which a legend explains: :func:`ncdepth.report.style.zero_floor`),
     dashed lines at the effective-depth thresholds ``eps``, layers coloured by index, titled with
     the run's :func:`run_title` of its resolved ``config``."""
     rows = table[(table["split"] == "train") & (table["metric"] == "ncc_acc")]
@@ -96,6 +98,8 @@ def ncc_train_error_figure(table: pd.DataFrame, eps: Sequence[float], config: Ma
     axes.set_ylim(top=1.5)
     threshold_lines(axes, eps)
     axes.set(xlabel="epoch", ylabel="NCC train error")
+    if floor is not None:
+        axes.legend(handles=floor_handle([floor]), loc="lower left", fontsize=FONT_SIZES["legend"])
     layer_colourbar(figure, axes, len(layers))
     figure.suptitle(
         "\n".join(line for line in ("NCC train error per layer", run_title(config)) if line), fontsize=10
