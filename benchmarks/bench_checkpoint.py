@@ -37,7 +37,7 @@ def main(quick: bool = False, device: str = "cpu") -> None:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer, module, datamodule = build_run(cfg, Path(run_dir))
+        trainer, module, datamodule, _ = build_run(cfg, Path(run_dir))
         checkpoint = next(cb for cb in trainer.callbacks if isinstance(cb, RunCheckpoint))
         save_seconds: list[float] = []
         save = checkpoint.save

@@ -26,6 +26,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 
@@ -50,9 +51,17 @@ DEFAULT_OUT_SUBDIR = "report"
 FIGURES_SUBDIR = "figures"
 
 
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, with a bad argument told in one ``ncdepth-report: error: ...`` line and exit 2 (the
+    error contract of every command), pointing to ``--help`` instead of printing the usage first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (``--help`` lists them)."""
-    parser = argparse.ArgumentParser(prog="ncdepth-report", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="ncdepth-report", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (or a single run directory)")
     parser.add_argument(
         "--out", type=Path, default=None, help=f"output directory (default: SWEEP_DIR/{DEFAULT_OUT_SUBDIR})"

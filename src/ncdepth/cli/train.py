@@ -14,10 +14,10 @@ The life of a run directory (file names and formats: :mod:`ncdepth.rundir`; the 
    a finished run asked for no more epochs exits 0 and changes nothing.
 2. The config is validated (keys a constructor does not take included) and every object (data,
    model, module, trainer) is built before the directory receives a file; a ``ckpt_path`` must be
-   a checkpoint of this model. A wrong value exits 2 with one line naming the key
-   (:mod:`ncdepth.cli.errors`: Hydra's own errors too, and no directory is left behind).
-3. The process takes the directory's lock (another live owner: exit 2, naming it), checks the files
-   a resume needs (:func:`check_resume_files`: exit 2 naming a damaged one), writes ``.hydra/`` and
+   a checkpoint of this model, and the files a resume needs are checked before the trainer is made
+   (:func:`check_resume_files`: exit 2 naming a damaged one). A wrong value exits 2 with one line
+   naming the key (:mod:`ncdepth.cli.errors`: Hydra's own errors too, and no directory is left behind).
+3. The process takes the directory's lock (another live owner: exit 2, naming it), writes ``.hydra/`` and
    ``status.json`` (``running``), and trains, resuming from the newest complete checkpoint of the
    directory (``auto_resume``) or from ``ckpt_path``.
 4. ``status.json`` ends ``finished``, or ``failed`` with the reason (the traceback goes to
@@ -104,10 +104,14 @@ MID_EPOCH_WARNING = "You're resuming from a checkpoint that ended before the epo
 """Lightning's warning on a mid-epoch resume; ``NCDataModule`` restores the position itself."""
 
 
-def build_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, NCModule, pl.LightningDataModule]:
+def build_run(
+    cfg: DictConfig, run_dir: Path
+) -> tuple[pl.Trainer, NCModule, pl.LightningDataModule, int | None]:
     """Validate ``cfg`` and build the datamodule (set up for ``fit``), the model, the module and
-    the trainer writing to ``run_dir``. Raises one of :data:`BUILD_ERRORS` naming the offending
-    key; writes no file."""
+    the trainer writing to ``run_dir``, and with them the attempt recorded by the checkpoint the run
+    will resume from (``None``: a fresh start), its files checked (:func:`check_resume_files`) before
+    the trainer is made (which prints). Raises one of :data:`BUILD_ERRORS` naming the offending key,
+    or :class:`RunRefused` naming a damaged file; writes no file."""
     check_keys("", cfg.keys(), TOP_LEVEL_KEYS)
     check_int("seed", cfg.seed, minimum=0)
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
@@ -135,8 +139,8 @@ def build_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, NCModule, pl.
     datamodule.setup("fit")
     model = _instantiate(cfg.model, input_shape=datamodule.input_shape, num_classes=datamodule.num_classes)
     module = NCModule(model, loss=loss, optimizer=optimizer, scheduler=scheduler)
-    if cfg.ckpt_path is not None:
-        checked_checkpoint(cfg.ckpt_path, module)
+    resume_from = resume_candidate(cfg, run_dir)
+    recorded_attempt = None if resume_from is None else check_resume_files(run_dir, resume_from, module)
     nc_callback = NeuralCollapseCallback(
         analysis, run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True)
     )
@@ -161,7 +165,7 @@ def build_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.Trainer, NCModule, pl.
         enable_model_summary=False,
         plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
     )
-    return trainer, module, datamodule
+    return trainer, module, datamodule, recorded_attempt
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
@@ -216,7 +220,7 @@ def app(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     warnings.filterwarnings("ignore", message=MID_EPOCH_WARNING)
     if not is_rank_zero_process():
-        trainer, module, datamodule = build_run(cfg, run_dir)
+        trainer, module, datamodule, _ = build_run(cfg, run_dir)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
         return
 
@@ -239,9 +243,7 @@ def app(cfg: DictConfig) -> None:
 
     def build() -> Built:
         status_missing = read_status(run_dir) is None
-        trainer, module, datamodule = build_run(cfg, run_dir)
-        resume_from = resume_candidate(cfg, run_dir)
-        recorded_attempt = None if resume_from is None else check_resume_files(run_dir, resume_from, module)
+        trainer, module, datamodule, recorded_attempt = build_run(cfg, run_dir)
         return trainer, module, datamodule, recorded_attempt, status_missing
 
     run_job(TRAIN_APP, cfg, build, fit, stopped_by_signal, attempts_recorded=lambda built: built[3] or 0)
