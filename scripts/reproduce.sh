@@ -2,7 +2,7 @@
 # The reproduction gallery: run every repro_* sweep (CPU, embedded data) and write docs/reproductions.md
 # with its figures (docs/reproductions/) from their reports.
 #   scripts/reproduce.sh [OUT_DIR]          # default OUT_DIR: multirun/repro
-# Each sweep goes to OUT_DIR/<name>. Rerunning resumes: finished jobs say "nothing to do", interrupted
+# Each sweep goes to OUT_DIR/<name> (ncdepth.report.reproductions.sweeps.sweep_name). Rerunning resumes: finished jobs say "nothing to do", interrupted
 # ones continue from their checkpoints, so the script can be stopped and started again at will.
 # Sweeps run one job at a time on one thread each (OMP_NUM_THREADS=1 unless set); about 2 hours in all
 # on a 2-core machine. A sweep with failed jobs is reported, the page is still written, and the script
@@ -17,8 +17,9 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 failed=()
 sweep() {  # sweep APP GROUP EXPERIMENT: the sweep into OUT/<name>, then its report
   local app=$1 group=$2 experiment=$3
-  local name=${group%experiment}$experiment  # experiment/x: x; kernels_experiment/x: kernels_x
-  local dir=$OUT/$name
+  local name dir
+  name=$("$BIN/python" -m ncdepth.report.reproductions.sweeps "$group" "$experiment") || exit 1
+  dir=$OUT/$name
   echo "== $(date +%T) $app +$group=$experiment -> $dir"
   "$BIN/$app" "+$group=$experiment" "hydra.sweep.dir=$dir" -m > "$dir.log" 2>&1 || failed+=("$name (see $dir.log)")
   "$BIN/ncdepth-report" "$dir" > "$dir.report.log" 2>&1 || failed+=("report of $name (see $dir.report.log)")
