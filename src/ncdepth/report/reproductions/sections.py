@@ -165,7 +165,7 @@ def effective_depth_table(runs: pd.DataFrame, key: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def galanti_training(claim: Claim, sweep: SweepReport, gallery: Gallery, key: str) -> list[str]:
+def galanti_training(claim: Claim, sweep: SweepReport, key: str) -> list[str]:
     """The parts every Galanti training section shares: the precondition per run, the effective depth
     per value of ``key``, a verdict per ε (on the runs that meet the precondition) and the layer-wise
     build-up of NCC separability."""
@@ -193,7 +193,7 @@ def galanti_depth(claim: Claim, sweep: SweepReport, gallery: Gallery) -> str:
     runs = sweep.finished()
     return "\n\n".join(
         [
-            *galanti_training(claim, sweep, gallery, DEPTH),
+            *galanti_training(claim, sweep, DEPTH),
             gallery.figure(
                 sweep,
                 "ncc_train_error_by_depth",
@@ -214,7 +214,7 @@ def galanti_noise(claim: Claim, sweep: SweepReport, gallery: Gallery) -> str:
     runs = sweep.finished()
     return "\n\n".join(
         [
-            *galanti_training(claim, sweep, gallery, NOISE),
+            *galanti_training(claim, sweep, NOISE),
             gallery.figure(
                 sweep,
                 "effective_depth_by_label_noise",
