@@ -34,7 +34,7 @@ from ncdepth.report.reproductions.verdicts import (
     clipped_interval,
     interval_text,
     meets_precondition,
-    too_few_seeds,
+    on_seeds,
 )
 from ncdepth.report.style import grid_figure, save_figure
 
@@ -77,9 +77,12 @@ def test_an_interval_is_clipped_to_the_quantitys_range() -> None:
 
 
 def test_a_verdict_on_a_mean_needs_five_seeds() -> None:
-    assert too_few_seeds(pd.Series([5, 6])) is None
-    few = too_few_seeds(pd.Series([5, 3]))
-    assert few.kind == TOO_FEW_SEEDS and "3 seed(s)" in few.evidence
+    verdict = layerwise_buildup(pd.DataFrame({"run": ["a"], "layer_index": [1], "value": [0.0]}))
+    assert on_seeds(pd.Series([5, 6]), verdict) is verdict
+    few = on_seeds(pd.Series([5, 3]), verdict)
+    assert few.kind == TOO_FEW_SEEDS and few.evidence.startswith(
+        "a mean rests on 3 seed(s), a verdict needs 5; 0 of 1"
+    )
     verdict = depth_plateau(depth_runs({2: 2, 4: 2, 8: 2}, seeds=3), EPS)
     assert verdict.kind == TOO_FEW_SEEDS
 

@@ -19,7 +19,7 @@ from ncdepth.report.reproductions.verdicts import (
     buildup_exceptions,
     holds,
     interval_text,
-    too_few_seeds,
+    on_seeds,
 )
 
 DEPTH = "model.depth"
@@ -62,10 +62,8 @@ def depth_plateau(runs: pd.DataFrame, column: str) -> Verdict:
     )
     if (depth_rank(runs, column) == 1).all():
         return Verdict(NOT_INFORMATIVE, f"effective depth 1 at every L: a plateau at the floor; {evidence}")
-    few = too_few_seeds(deep.groupby(DEPTH).size())
-    if few is not None:
-        return Verdict(few.kind, f"{few.evidence}; {evidence}")
-    return holds(bool(deep[column].notna().all() and spread <= PLATEAU_SPREAD), evidence)
+    plateau = holds(bool(deep[column].notna().all() and spread <= PLATEAU_SPREAD), evidence)
+    return on_seeds(deep.groupby(DEPTH).size(), plateau)
 
 
 def monotone_in(runs: pd.DataFrame, key: str, column: str) -> Verdict:
@@ -81,11 +79,10 @@ def monotone_in(runs: pd.DataFrame, key: str, column: str) -> Verdict:
         return Verdict(NOT_INFORMATIVE, f"the same rank-depth {ranked.iloc[0]:g} in every run")
     rho, p_value = stats.spearmanr(runs[key].astype(float), ranked)
     evidence = f"Spearman ρ = {rho:.2f} (p = {p_value:.2g}); mean rank-depth per value: {means_text}"
-    few = too_few_seeds(runs.groupby(key).size())
-    if few is not None:
-        return Verdict(few.kind, f"{few.evidence}; {evidence}")
     steps_ok = bool((means.diff().dropna() >= -MONOTONE_STEP).all())
-    return holds(bool(rho > 0 and p_value < SIGNIFICANCE and steps_ok), evidence)
+    return on_seeds(
+        runs.groupby(key).size(), holds(bool(rho > 0 and p_value < SIGNIFICANCE and steps_ok), evidence)
+    )
 
 
 def bound_holds(bound: pd.DataFrame) -> Verdict:

@@ -32,6 +32,7 @@ from ncdepth.report.reproductions.verdicts import (
     holds,
     interval_text,
     meets_precondition,
+    on_seeds,
 )
 from ncdepth.report.style import MAX_HEIGHT, PAGE_WIDTH, fits_page, image_size_inches, readable
 from ncdepth.report.tables import REPORT_STEM
@@ -301,7 +302,9 @@ def papyan(claim: Claim, sweep: SweepReport, gallery: Gallery) -> str:
         [
             f"Terminal phase from epoch {start} (the latest seed's first epoch of zero train error) to epoch {end}.",
             markdown_table(shown),
-            holds(falls, f"factor from epoch {start} to {end}: {factors}").markdown(),
+            on_seeds(
+                pd.Series([len(runs)]), holds(falls, f"factor from epoch {start} to {end}: {factors}")
+            ).markdown(),
             gallery.figure(
                 sweep,
                 "last_layer_collapse",
@@ -333,12 +336,13 @@ def kothapalli_balanced(claim: Claim, sweep: SweepReport, gallery: Gallery) -> s
     means = nc1.groupby(["d0", "quantity"])["value"].mean().unstack()
     ntk_not_lower = all((means[f"ntk_{a}"] >= means[f"nngp_{a}"] * (1 - 1e-9)).all() for a in ("relu", "erf"))
     adaptive_lower = bool((means["adaptive"] < means["nngp_erf"]).all())
+    seeds = nc1.groupby(["d0", "quantity"]).size()
     return "\n\n".join(
         [
             "NC1 = Tr Σ_W / Tr Σ_B, mean [95 % interval] over seeds:",
             markdown_table(pd.DataFrame(rows)),
-            f"- (1) {holds(ntk_not_lower, 'NTK ≥ NNGP at every d0, both activations').markdown()}\n"
-            f"- (2) {holds(adaptive_lower, 'adaptive < NNGP (erf) at every d0').markdown()}",
+            f"- (1) {on_seeds(seeds, holds(ntk_not_lower, 'NTK ≥ NNGP at every d0, both activations')).markdown()}\n"
+            f"- (2) {on_seeds(seeds, holds(adaptive_lower, 'adaptive < NNGP (erf) at every d0')).markdown()}",
             gallery.figure(sweep, "kernels_nc1_vs_d0", "log10 NC1 against d0 per kernel and the trained net"),
         ]
     )
@@ -467,7 +471,10 @@ def dang_network(claim: Claim, sweep: SweepReport, gallery: Gallery, imbalanced:
         rows.append(row)
     parts = [
         markdown_table(pd.DataFrame(rows)),
-        holds(all(reached), f"layers at the predicted frame: {sum(reached)} of {len(reached)}").markdown(),
+        on_seeds(
+            sweep.finished().groupby("model.depth_linear").size(),
+            holds(all(reached), f"layers at the predicted frame: {sum(reached)} of {len(reached)}"),
+        ).markdown(),
     ]
     final_wh = head[(head["epoch"] == last) & (head["metric"] == "geom_wh")]
     far = sorted(

@@ -94,13 +94,15 @@ def interval_text(
     return f"{mean:.{digits}f} [{lower:.{digits}f}, {upper:.{digits}f}]"
 
 
-def too_few_seeds(seeds: pd.Series) -> Verdict | None:
-    """:data:`TOO_FEW_SEEDS` when a mean of ``seeds`` (the number of seeds behind each mean) rests on
-    fewer than :data:`MIN_SEEDS`, else ``None``."""
+def on_seeds(seeds: pd.Series, verdict: Verdict) -> Verdict:
+    """``verdict``, unless a mean it rests on has fewer than :data:`MIN_SEEDS` seeds (``seeds``: the
+    number behind each mean): then :data:`TOO_FEW_SEEDS`, with the verdict's numbers."""
     fewest = int(seeds.min()) if len(seeds) else 0
     if fewest >= MIN_SEEDS:
-        return None
-    return Verdict(TOO_FEW_SEEDS, f"a mean rests on {fewest} seed(s); a verdict needs at least {MIN_SEEDS}")
+        return verdict
+    return Verdict(
+        TOO_FEW_SEEDS, f"a mean rests on {fewest} seed(s), a verdict needs {MIN_SEEDS}; {verdict.evidence}"
+    )
 
 
 def meets_precondition(runs: pd.DataFrame, limits: Mapping[str, float]) -> pd.Series:
