@@ -140,11 +140,18 @@ def test_the_layerwise_buildup_lists_its_exceptions() -> None:
 
 
 def write_training_sweep(
-    root: Path, name: str, runs: pd.DataFrame, train_acc: list[float], ncc_last: list[float], keys: list[str]
+    root: Path,
+    name: str,
+    runs: pd.DataFrame,
+    train_acc: list[float],
+    ncc_last: list[float],
+    keys: list[str],
+    train_loss: float = 1e-3,
 ) -> None:
     """A report directory of a finished ``ncdepth-train`` sweep: ``runs.csv`` (with the swept ``keys``)
     and ``report.csv`` with each run's NCC accuracy per layer at its last epoch (``1 - ncc_last`` at
-    the last layer, falling errors below it); each run's config holds its depth."""
+    the last layer, falling errors below it); each run's config holds its depth, its Lightning log its
+    train accuracy and a last train loss of ``train_loss``."""
     report = root / name / "report"
     report.mkdir(parents=True)
     runs = runs.assign(
@@ -160,10 +167,15 @@ def write_training_sweep(
         for layer in range(1, int(depth) + 1)
     ]  # fmt: skip
     pd.DataFrame(rows).to_csv(report / "report.csv", index=False)
-    for run, depth in zip(runs["run"], runs[DEPTH], strict=True):
+    for run, depth, acc in zip(runs["run"], runs[DEPTH], train_acc, strict=True):
         config = root / name / run / ".hydra" / "config.yaml"
         config.parent.mkdir(parents=True)
         config.write_text(f"model:\n  depth: {depth}\n")
+        log = root / name / run / "lightning_logs" / "version_0" / "metrics.csv"
+        log.parent.mkdir(parents=True)
+        pd.DataFrame({"epoch": [8, 9], "train/loss": [0.5, train_loss], "nc/train/network_acc": acc}).to_csv(
+            log, index=False
+        )
 
 
 def test_the_page_states_each_verdict_and_counts_the_runs_that_miss_the_precondition(tmp_path: Path) -> None:
@@ -173,7 +185,9 @@ def test_the_page_states_each_verdict_and_counts_the_runs_that_miss_the_precondi
     write_training_sweep(out, "repro_depth", depth, [1.0] * len(depth), misses, [DEPTH])
     noise = noise_runs({0.0: 2, 0.1: 3, 0.2: 4})
     unfitted = [0.9] * len(noise)  # no run fits its labels
-    write_training_sweep(out, "repro_label_noise", noise, unfitted, [0.0] * len(noise), [NOISE])
+    write_training_sweep(
+        out, "repro_label_noise", noise, unfitted, [0.0] * len(noise), [NOISE], train_loss=0.3
+    )
     (out / "repro_bound" / "report").mkdir(parents=True)
     pd.DataFrame([{"run": "0", "status": "finished", "reason": ""}]).to_csv(
         out / "repro_bound" / "report" / "runs.csv", index=False
@@ -191,7 +205,8 @@ def test_the_page_states_each_verdict_and_counts_the_runs_that_miss_the_precondi
     assert "(1 of 24 runs miss the precondition and are left out)" in depth_section
     assert f"build-up of NCC separability at the last epoch: **{REPRODUCED}**" in depth_section
     noise_section = page.split("### Effective depth against label noise")[1].split("###")[0]
-    assert f"**{PRECONDITION_NOT_MET}** — no run has train error ≤ 0" in noise_section
+    assert f"**{PRECONDITION_NOT_MET}** — no run has train error ≤ 0, " in noise_section
+    assert "| 0.1_2 | 0.100 | 0.000 | 0.300 | **no** |" in noise_section
     assert "(15 of 15 runs miss the precondition" in noise_section
     assert f"**{VACUOUS}** — 2 of 2 rows have a bound ≥ 1" in page
     assert "figure `generalization_bound` missing" in page

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 FIGURES = "reproductions"
 """The folder of the page's figures, beside the page."""
 NOISE, EXTRA_NOISE = "data.label_noise", "data.extra_label_noise"
-TRAIN_ERROR, NCC_ERROR = "train error", "last-layer NCC train error"
+TRAIN_ERROR, NCC_ERROR, TRAIN_LOSS = "train error", "last-layer NCC train error", "train loss"
 
 
 # -- formatting -------------------------------------------------------------------------------------
@@ -123,8 +123,8 @@ def final_ncc_errors(sweep: SweepReport, runs: pd.DataFrame) -> pd.DataFrame:
 
 def training_runs(sweep: SweepReport) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The finished runs with their depth (from each run's config when it is not swept) and the
-    precondition's columns (``train error`` on the labels given, ``last-layer NCC train error``), and
-    :func:`final_ncc_errors`."""
+    precondition's columns (``train error`` on the labels given, ``last-layer NCC train error``, ``train
+    loss``), and :func:`final_ncc_errors`."""
     runs = sweep.finished().copy()
     if DEPTH not in runs.columns:
         runs[DEPTH] = [sweep.config(run, DEPTH) for run in runs["run"]]
@@ -132,7 +132,15 @@ def training_runs(sweep: SweepReport) -> tuple[pd.DataFrame, pd.DataFrame]:
     last = errors[errors["layer_index"] == errors.groupby("run")["layer_index"].transform("max")]
     runs[TRAIN_ERROR] = 1 - runs["final_acc_train"]
     runs[NCC_ERROR] = runs["run"].map(last.set_index("run")["value"])
+    runs[TRAIN_LOSS] = [final_train_loss(sweep.path / str(run)) for run in runs["run"]]
     return runs, errors
+
+
+def final_train_loss(run_dir: Path) -> float:
+    """The run's train loss over its last epoch (:func:`network_history`); NaN without a Lightning log."""
+    if not any(run_dir.glob("lightning_logs/version_*/metrics.csv")):
+        return float("nan")
+    return float(network_history(run_dir)[TRAIN_LOSS].dropna().iloc[-1])
 
 
 def precondition_table(claim: Claim, runs: pd.DataFrame) -> str:
@@ -266,7 +274,7 @@ def network_history(run_dir: Path) -> pd.DataFrame:
     accuracy = log.dropna(subset=["nc/train/network_acc"]).groupby("epoch")["nc/train/network_acc"].last()
     loss = log.dropna(subset=["train/loss"]).groupby("epoch")["train/loss"].last()
     loss.index = loss.index + 1
-    return pd.DataFrame({"train error": 1 - accuracy, "train loss": loss})
+    return pd.DataFrame({TRAIN_ERROR: 1 - accuracy, TRAIN_LOSS: loss})
 
 
 def change(start: float, end: float) -> str:
@@ -289,7 +297,7 @@ def papyan(claim: Claim, sweep: SweepReport, gallery: Gallery) -> str:
     start = int(runs["terminal_phase_epoch"].max())
     end = int(values.index.max())
     epochs = sorted({0, 10, 50, 100, 150, start, end} & set(values.index))
-    shown = values.loc[epochs, ["train error", "train loss", *LAST_LAYER_METRICS]].reset_index()
+    shown = values.loc[epochs, [TRAIN_ERROR, TRAIN_LOSS, *LAST_LAYER_METRICS]].reset_index()
     for column in shown.columns[1:]:
         shown[column] = shown[column].map(lambda value: "–" if pd.isna(value) else f"{value:.2e}")
     falls = all(
