@@ -248,3 +248,38 @@ def test_the_gallery_gives_each_figure_its_size_and_flags_one_larger_than_a_page
     assert fits.endswith("*A figure* ([PDF](reproductions/repro_x__fits.pdf), 3.5 × 2.9 in)")
     assert "larger than a page (7.2 × 9 in)" in gallery.figure(sweep, "too_wide", "Too wide")
     assert (tmp_path / "docs" / "reproductions" / "repro_x__fits.png").is_file()
+
+
+def write_report(root: Path, name: str, tables: dict[str, pd.DataFrame]) -> None:
+    """A report directory ``root/name/report`` with the given tables and a ``runs.csv`` of finished jobs."""
+    report = root / name / "report"
+    report.mkdir(parents=True)
+    pd.DataFrame({"run": ["0"], "status": "finished", "reason": ""}).to_csv(report / "runs.csv", index=False)
+    for file, table in tables.items():
+        table.to_csv(report / file, index=False)
+
+
+def test_the_kernel_and_ufm_sections_state_their_verdicts(tmp_path: Path) -> None:
+    kernels = pd.DataFrame(
+        [
+            {"metric": "nc1_trace_ratio", "quantity": quantity, "d0": d0, "seed": seed, "value": value}
+            for d0 in (2, 8)
+            for seed in range(5)
+            for quantity, value in {"data": 1.0, "nngp_relu": 0.5, "ntk_relu": 0.6, "nngp_erf": 0.5,
+                                    "ntk_erf": 0.7, "adaptive": 0.3, "fcn": 0.1}.items()
+        ]
+    )  # fmt: skip
+    write_report(tmp_path, "kernels_repro_balanced", {"kernels_table.csv": kernels})
+    ufm = pd.DataFrame(
+        {"run": ["0", "1"], "status": "finished", "depth": [1, 3], "weight_decay": 1e-3, "fstar": 0.5,
+         "final_objective": 0.5, "objective_gap": [1e-9, 0.2], "reached_optimum": [True, False],
+         "start": "plain", "closed_form_wwt": [1e-4, 0.5]}
+    )  # fmt: skip
+    write_report(tmp_path, "ufm_balanced_quick", {"ufm_report.csv": ufm})
+
+    page = write_page(tmp_path, tmp_path / "docs").read_text(encoding="utf-8")
+
+    assert f"- (1) **{REPRODUCED}** — NTK ≥ NNGP at every d0" in page
+    assert f"- (2) **{REPRODUCED}** — adaptive < NNGP (erf) at every d0" in page
+    assert "| 2 | 1.000 | 0.500 | 0.600 | 0.500 | 0.700 | 0.300 | 0.100 |" in page  # no spread: no interval
+    assert f"**{NOT_REPRODUCED}** — 1 of 2 reach f*; 1 of them match the closed form" in page
