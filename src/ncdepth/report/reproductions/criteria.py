@@ -54,7 +54,8 @@ def depth_plateau(runs: pd.DataFrame, column: str) -> Verdict:
         depth: interval_text(ranked[deep[DEPTH] == depth], low=1, high=depth + 1)
         for depth in sorted(deep[DEPTH].unique())
     }
-    spread = ranked.groupby(deep[DEPTH]).mean().agg(lambda m: m.max() - m.min())
+    mean_by_depth = ranked.groupby(deep[DEPTH]).mean()
+    spread = mean_by_depth.max() - mean_by_depth.min()
     evidence = (
         "mean effective depth (never reached = L + 1) at "
         + ", ".join(f"L = {depth}: {text}" for depth, text in means.items())
