@@ -251,7 +251,8 @@ def test_the_gallery_gives_each_figure_its_size_and_flags_one_larger_than_a_page
 
 
 def write_report(root: Path, name: str, tables: dict[str, pd.DataFrame]) -> None:
-    """A report directory ``root/name/report`` with the given tables and a ``runs.csv`` of finished jobs."""
+    """A report directory ``root/name/report`` with the given tables and a ``runs.csv`` of one finished job
+    (unless ``tables`` holds one)."""
     report = root / name / "report"
     report.mkdir(parents=True)
     pd.DataFrame({"run": ["0"], "status": "finished", "reason": ""}).to_csv(report / "runs.csv", index=False)
@@ -283,3 +284,31 @@ def test_the_kernel_and_ufm_sections_state_their_verdicts(tmp_path: Path) -> Non
     assert f"- (2) **{REPRODUCED}** — adaptive < NNGP (erf) at every d0" in page
     assert "| 2 | 1.000 | 0.500 | 0.600 | 0.500 | 0.700 | 0.300 | 0.100 |" in page  # no spread: no interval
     assert f"**{NOT_REPRODUCED}** — 1 of 2 reach f*; 1 of them match the closed form" in page
+
+
+def test_the_terminal_phase_section_states_its_verdict_and_its_seeds(tmp_path: Path) -> None:
+    epochs, seeds = (0, 5, 10), 3
+    runs = pd.DataFrame({"run": [str(seed) for seed in range(seeds)], "status": "finished", "reason": ""})
+    write_report(tmp_path, "repro_terminal_phase", {"runs.csv": runs.assign(terminal_phase_epoch=5)})
+    rows = [
+        {"run": run, "epoch": epoch, "split": "train", "layer": "l2", "layer_index": 2, "metric": metric,
+         "value": 1.0 / (1 + epoch)}
+        for run in runs["run"]
+        for epoch in epochs
+        for metric in ("nc1", "nc2_equinorm", "nc2_equiangle", "nc3", "nc4")
+    ]  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "repro_terminal_phase" / "report" / "report.csv", index=False)
+    for run in runs["run"]:
+        log = tmp_path / "repro_terminal_phase" / run / "lightning_logs" / "version_0" / "metrics.csv"
+        log.parent.mkdir(parents=True)
+        pd.DataFrame({"epoch": epochs, "train/loss": 0.1, "nc/train/network_acc": 1.0}).to_csv(
+            log, index=False
+        )
+
+    page = write_page(tmp_path, tmp_path / "docs").read_text(encoding="utf-8")
+
+    assert "Terminal phase from epoch 5" in page
+    assert (
+        f"**{TOO_FEW_SEEDS}** — a mean rests on 3 seed(s), a verdict needs 5; factor from epoch 5 to 10"
+        in page
+    )
