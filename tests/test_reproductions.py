@@ -312,3 +312,24 @@ def test_the_terminal_phase_section_states_its_verdict_and_its_seeds(tmp_path: P
         f"**{TOO_FEW_SEEDS}** — a mean rests on 3 seed(s), a verdict needs 5; factor from epoch 5 to 10"
         in page
     )
+
+
+def test_the_deep_linear_head_section_counts_the_layers_at_the_frame(tmp_path: Path) -> None:
+    runs = pd.DataFrame(
+        {"run": [str(seed) for seed in range(5)], "status": "finished", "reason": "", "model.depth_linear": 2}
+    )
+    write_report(tmp_path, "repro_deep_linear", {"runs.csv": runs})
+    rows = [
+        {"model.depth_linear": 2, "run": run, "epoch": epoch, "split": "train", "layer": layer, "layer_index": 0,
+         "metric": metric, "value": 1.0 if epoch == 0 else (0.05 if layer == "linear2" else 0.5)}
+        for run in runs["run"]
+        for epoch in (0, 10)
+        for layer in ("linear1", "linear2")
+        for metric in ("geom_wwt", "geom_hth", "geom_wh")
+    ]  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "repro_deep_linear" / "report" / "report.csv", index=False)
+
+    page = write_page(tmp_path, tmp_path / "docs").read_text(encoding="utf-8")
+
+    assert f"**{NOT_REPRODUCED}** — layers at the predicted frame: 1 of 2" in page
+    assert "| 2 | M = 1 | 1.000 → 0.050 |" in page
