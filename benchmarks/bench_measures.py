@@ -7,8 +7,13 @@
   with none (target for the default: <= 1.10).
 * **Per measure**: the median time of each default measure on the last layer's class means (once per
   layer and analysis), also divided by the batches of an analysis (ms per layer-batch); the probe's
-  per-batch moment and prediction and its once-per-layer fit.
-* **At vocabulary scale**: the generalized measures of ``C = 50,257`` random class means in ``d = 768``
+  per-batch moment and prediction and its once-per-layer fit; ``nc5_ood_dev``: its cosine (once per layer)
+  and the first pass over out-of-distribution data that gives ``mu_G^ood`` (the ``ood_reference`` metric),
+  as a share of the analysis.
+* **The probe on a random projection** (``d > PROBE_MAX_DIM``): per layer-batch, the ``B x d x k`` projection,
+  the ``k x k`` moment and the prediction, and the fit, at ``d = 4,096`` and ``25,600`` (``k = 1,024``).
+* **At vocabulary scale**: the generalized measures (``nc5_ood_dev`` included) of ``C = 50,257`` random class
+  means in ``d = 768``
   (``--quick``: ``C = 8,192``), nothing ``C x C`` held.
 """
 
@@ -25,6 +30,7 @@ from ncdepth.metrics import NeuralCollapse
 from ncdepth.metrics import generalized as G
 from ncdepth.metrics import probe as P
 from ncdepth.metrics.registry import DEFAULT_EXTRA
+from ncdepth.metrics.stats import class_sums
 from ncdepth.models import MLP
 from ncdepth.training.analysis import analyse_split
 from ncdepth.training.layer_weights import linear_inputs
@@ -39,6 +45,24 @@ def median_ms(function: Callable[[], object], repetitions: int) -> float:
         function()
         times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
+
+
+def projected_probe(dim: int, where: torch.device) -> None:
+    """Print the per-batch and per-layer cost of ``probe_acc`` on a ``d = dim`` layer, which it probes on a
+    fixed random projection to ``k = PROBE_MAX_DIM`` dimensions."""
+    h = torch.randn(BATCH, dim, device=where)
+    projection = P.make_projection(dim, P.PROBE_MAX_DIM, P.PROBE_SEED, where)
+    moment = torch.zeros(P.PROBE_MAX_DIM, P.PROBE_MAX_DIM, dtype=torch.float64, device=where)
+    accumulate = median_ms(lambda: P.add_moment(moment, h, projection), 20)
+    counts, sums = class_sums(h, torch.arange(BATCH, device=where) % NUM_CLASSES, NUM_CLASSES)
+    ridge = moment + torch.eye(P.PROBE_MAX_DIM, dtype=torch.float64, device=where)
+    fit = median_ms(lambda: P.fit_probe(counts, sums, ridge, projection), 5)
+    probe = P.fit_probe(counts, sums, ridge, projection)
+    predict = median_ms(lambda: probe.predict(h), 20)
+    print(
+        f"  probe_acc, d = {dim:,} projected to k = {P.PROBE_MAX_DIM}: moment {accumulate:.2f} + "
+        f"prediction {predict:.2f} ms per layer-batch (B = {BATCH}); fit {fit:.1f} ms per layer"
+    )
 
 
 def main(quick: bool = False, device: str = "cpu") -> None:
@@ -115,14 +139,55 @@ def main(quick: bool = False, device: str = "cpu") -> None:
         f"(B = {BATCH}); fit {fit:.2f} ms per layer"
     )
 
+    ood = torch.randn(samples, 1, 28, 28) + 3.0  # shifted inputs: out-of-distribution data
+    ood_loader = DataLoader(TensorDataset(ood, torch.arange(samples) % NUM_CLASSES), batch_size=BATCH)
+
+    def ood_first_pass() -> None:
+        ood_metric = NeuralCollapse(NUM_CLASSES).to(where)  # its global means are all nc5_ood_dev reads
+        with torch.no_grad():
+            for x, y in ood_loader:
+                ood_metric.update(model(x.to(where))[1], y.to(where))
+        ood_metric.next_phase()
+
+    first_pass, whole = [], []
+    for _ in range(3 if quick else 7):
+        first_pass.append(median_ms(ood_first_pass, 1))
+        whole.append(1e3 * analysis(()))
+    ood_mean = means.nan_to_num().mean(0) + 1.0
+    cosine = median_ms(
+        lambda: G.generalized_metrics(means, counts, ("nc5_ood_dev",), nc1=1.0, ood_mean=ood_mean), 50
+    )
+    print(
+        f"  nc5_ood_dev    cosine {cosine:.3f} ms per layer; the OoD first pass ({len(ood_loader)} batches, "
+        f"6 layers) {statistics.median(first_pass):.1f} ms = "
+        f"{statistics.median(a / b for a, b in zip(first_pass, whole, strict=True)):.2f} of the analysis"
+    )
+
+    for wide in (4_096, 25_600):
+        projected_probe(wide, where)
+
     classes, dim = (8_192 if quick else 50_257), 768
     generator = torch.Generator().manual_seed(0)
     vocabulary = torch.randn(classes, dim, generator=generator, dtype=torch.float64).to(where)
     ones = torch.ones(classes, dtype=torch.float64, device=where)
-    for names in (("nc2g_dist", "nc2g_log"), ("erank_means",), ("nc3u_uni_dual",), ("w_align",)):
+    ood_mean = torch.randn(dim, generator=generator, dtype=torch.float64).to(where)
+    measured = (
+        ("nc2g_dist", "nc2g_log"),
+        ("erank_means",),
+        ("nc3u_uni_dual",),
+        ("w_align",),
+        ("nc5_ood_dev",),
+    )
+    for names in measured:
         start = time.perf_counter()
         G.generalized_metrics(
-            vocabulary, ones, names, nc1=1.0, weight=vocabulary, layer_weight=vocabulary[:dim]
+            vocabulary,
+            ones,
+            names,
+            nc1=1.0,
+            weight=vocabulary,
+            layer_weight=vocabulary[:dim],
+            ood_mean=ood_mean,
         )
         print(f"  C = {classes:,}, d = {dim}: {' + '.join(names)} {time.perf_counter() - start:.2f} s")
 
