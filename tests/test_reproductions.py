@@ -14,6 +14,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ncdepth.report.reproductions.claims import CLAIMS
+from ncdepth.report.reproductions.collapse_criteria import (
+    LAST_LAYER_METRICS,
+    adaptive_below_nngp,
+    frame_reached,
+    ntk_not_below_nngp,
+    ratio_grows_as_minority_shrinks,
+    terminal_collapse,
+    ufm_matches_closed_form,
+)
 from ncdepth.report.reproductions.criteria import (
     DEPTH,
     bound_holds,
@@ -134,6 +143,106 @@ def test_the_layerwise_buildup_lists_its_exceptions() -> None:
     verdict = layerwise_buildup(worse)
     assert verdict.kind == NOT_REPRODUCED
     assert "run a layer 3: 0.300; run a layer 4: 0.200" in verdict.evidence
+
+
+# -- the collapse criteria: one table that passes, one that fails, and the verdicts that are neither -------
+
+
+def test_the_last_layer_keeps_collapsing_in_the_terminal_phase() -> None:
+    values = pd.DataFrame(
+        {metric: [1.0, 0.5, 0.2] for metric in LAST_LAYER_METRICS}, index=[0, 50, 200]
+    ).assign(nc4=[0.5, 0.0, 0.0])
+    falls = terminal_collapse(values, 50, 200, seeds=5)
+    assert falls.kind == REPRODUCED and "nc1: ×0.40" in falls.evidence and "nc4: 0 → 0" in falls.evidence
+    rises = values.assign(nc3=[1.0, 0.2, 0.3])
+    assert terminal_collapse(rises, 50, 200, seeds=5).kind == NOT_REPRODUCED
+    stuck = values.assign(nc1=[1.0, 0.0, 0.0])  # only a rate (NC4) may stay at its floor
+    assert terminal_collapse(stuck, 50, 200, seeds=5).kind == NOT_REPRODUCED
+    assert terminal_collapse(values, 200, 200, seeds=5).kind == NOT_INFORMATIVE
+    assert terminal_collapse(values, 50, 200, seeds=3).kind == TOO_FEW_SEEDS
+
+
+def kernel_table(means: dict[str, float], key: str, settings: list, seeds: int = 5) -> pd.DataFrame:
+    """NC1 rows ``key, seed, quantity, value``: at each setting the mean ``means[quantity]``, spread by seed."""
+    return pd.DataFrame(
+        [
+            {key: setting, "seed": seed, "quantity": quantity, "value": value * (1 + 0.01 * (seed - 2))}
+            for setting in settings
+            for seed in range(seeds)
+            for quantity, value in means.items()
+        ]
+    )
+
+
+def test_the_ntk_is_never_more_collapsed_and_the_adaptive_kernel_is() -> None:
+    means = {"nngp_relu": 0.5, "ntk_relu": 0.6, "nngp_erf": 0.5, "ntk_erf": 0.5, "adaptive": 0.3}
+    nc1 = kernel_table(means, "d0", [2, 8])
+    assert ntk_not_below_nngp(nc1).kind == REPRODUCED  # equal counts as not lower
+    assert adaptive_below_nngp(nc1).kind == REPRODUCED
+    assert ntk_not_below_nngp(kernel_table({**means, "ntk_erf": 0.4}, "d0", [2, 8])).kind == NOT_REPRODUCED
+    assert adaptive_below_nngp(kernel_table({**means, "adaptive": 0.5}, "d0", [2, 8])).kind == NOT_REPRODUCED
+    assert adaptive_below_nngp(kernel_table(means, "d0", [2, 8], seeds=3)).kind == TOO_FEW_SEEDS
+
+
+def imbalanced_ratios(growth: dict[str, float], settings: list[str], seeds: int = 5) -> pd.DataFrame:
+    """``class_sizes, seed, quantity, ratio``: each kernel's ratio times ``growth[kernel]`` from one setting
+    to the next (``settings`` from the largest minority class to the smallest), rows in reverse order."""
+    rows = [
+        {"class_sizes": sizes, "seed": seed, "quantity": kernel, "ratio": 1.0 * growth[kernel] ** step}
+        for step, sizes in enumerate(settings)
+        for seed in range(seeds)
+        for kernel in growth
+    ]
+    return pd.DataFrame(rows[::-1])
+
+
+def test_the_kernels_collapse_less_as_the_minority_class_shrinks() -> None:
+    kernels = {"nngp_relu": 1.1, "ntk_relu": 1.2, "nngp_erf": 1.1, "ntk_erf": 1.1, "adaptive": 1.05}
+    settings = ["512/512", "256/768", "128/896"]
+    grows = ratio_grows_as_minority_shrinks(imbalanced_ratios({**kernels, "fcn": 0.5}, settings))
+    assert grows.kind == REPRODUCED  # the trained net (fcn) is not judged
+    assert "from class sizes 512/512 to 128/896" in grows.evidence and "5 of 5 kernels" in grows.evidence
+    flat = ratio_grows_as_minority_shrinks(imbalanced_ratios({**kernels, "adaptive": 1.0}, settings))
+    assert flat.kind == NOT_REPRODUCED and "adaptive: 1.000 → 1.000 → 1.000" in flat.evidence
+    one = ratio_grows_as_minority_shrinks(imbalanced_ratios(kernels, ["512/512"]))
+    assert one.kind == NOT_INFORMATIVE
+    few = ratio_grows_as_minority_shrinks(imbalanced_ratios(kernels, settings, seeds=3))
+    assert few.kind == TOO_FEW_SEEDS
+
+
+def test_direct_ufm_optimisation_finds_the_closed_form() -> None:
+    jobs = pd.DataFrame(
+        {"status": "finished", "reached_optimum": [True, True], "closed_form_wwt": [1e-4, 5e-3],
+         "closed_form_hth": [1e-5, 1e-6], "collapsed_predicted": ["[]", "[2, 3]"],
+         "collapsed_measured": ["[]", "[2, 3]"]}
+    )  # fmt: skip
+    assert ufm_matches_closed_form(jobs, imbalanced=True).kind == REPRODUCED
+    far = ufm_matches_closed_form(jobs.assign(closed_form_hth=[1e-5, 0.5]), imbalanced=False)
+    assert far.kind == NOT_REPRODUCED and far.evidence == "2 of 2 reach f*; 1 of them match the closed form"
+    other = jobs.assign(collapsed_measured=["[]", "[3]"])
+    assert ufm_matches_closed_form(other, imbalanced=False).kind == REPRODUCED  # balanced: not compared
+    assert ufm_matches_closed_form(other, imbalanced=True).kind == NOT_REPRODUCED
+    failed = ufm_matches_closed_form(jobs.assign(status=["finished", "failed"]), imbalanced=True)
+    assert failed.kind == NOT_REPRODUCED and "1 of 2 jobs did not finish" in failed.evidence
+
+
+def final_head(distances: dict[int, float], seeds: int = 5) -> pd.DataFrame:
+    """Final head rows of a head of depth 2 (layers M = 1, 2): every distance of layer M is ``distances[M]``."""
+    rows = [
+        {"model.depth_linear": 2, "M": m, "run": str(seed), "metric": metric, "value": value}
+        for m, value in distances.items()
+        for seed in range(seeds)
+        for metric in ("geom_wwt", "geom_hth", "geom_wh")
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_the_head_layers_reach_the_predicted_frame() -> None:
+    assert frame_reached(final_head({1: 0.05, 2: 0.1})).kind == REPRODUCED
+    far = frame_reached(final_head({1: 0.05, 2: 0.5}))
+    assert far.kind == NOT_REPRODUCED and far.evidence == "layers at the predicted frame: 1 of 2"
+    assert frame_reached(final_head({1: 0.05, 2: 0.1}, seeds=2)).kind == TOO_FEW_SEEDS
+    assert frame_reached(final_head({1: 0.05}).iloc[:0]).kind == NOT_INFORMATIVE
 
 
 # -- the page ---------------------------------------------------------------------------------------
@@ -271,6 +380,10 @@ def test_the_kernel_and_ufm_sections_state_their_verdicts(tmp_path: Path) -> Non
         ]
     )  # fmt: skip
     write_report(tmp_path, "kernels_repro_balanced", {"kernels_table.csv": kernels})
+    growth = {kernel: 1.1 for kernel in ("nngp_relu", "ntk_relu", "nngp_erf", "ntk_erf", "adaptive")}
+    imbalanced = imbalanced_ratios({"data": 1.0, **growth}, ["512/512", "128/896"])
+    imbalanced = imbalanced.rename(columns={"ratio": "value"}).assign(metric="nc1_trace_ratio")
+    write_report(tmp_path, "kernels_repro_imbalanced", {"kernels_table.csv": imbalanced})
     ufm = pd.DataFrame(
         {"run": ["0", "1"], "status": "finished", "depth": [1, 3], "weight_decay": 1e-3, "fstar": 0.5,
          "final_objective": 0.5, "objective_gap": [1e-9, 0.2], "reached_optimum": [True, False],
@@ -283,13 +396,16 @@ def test_the_kernel_and_ufm_sections_state_their_verdicts(tmp_path: Path) -> Non
     assert f"- (1) **{REPRODUCED}** — NTK ≥ NNGP at every d0" in page
     assert f"- (2) **{REPRODUCED}** — adaptive < NNGP (erf) at every d0" in page
     assert "| 2 | 1.000 | 0.500 | 0.600 | 0.500 | 0.700 | 0.300 | 0.100 |" in page  # no spread: no interval
+    assert "| 128/896 | 1.100 | 1.100 | 1.100 | 1.100 | 1.100 | – |" in page  # the data's NC1 stays 1
+    assert f"**{REPRODUCED}** — mean NC1(H) / NC1(X) from class sizes 512/512 to 128/896" in page
     assert f"**{NOT_REPRODUCED}** — 1 of 2 reach f*; 1 of them match the closed form" in page
 
 
 def test_the_terminal_phase_section_states_its_verdict_and_its_seeds(tmp_path: Path) -> None:
-    epochs, seeds = (0, 5, 10), 3
+    epochs, seeds = (0, 5, 10), 4
     runs = pd.DataFrame({"run": [str(seed) for seed in range(seeds)], "status": "finished", "reason": ""})
-    write_report(tmp_path, "repro_terminal_phase", {"runs.csv": runs.assign(terminal_phase_epoch=5)})
+    fitted = runs.assign(terminal_phase_epoch=[5, 5, 5, None], final_acc_train=[1.0, 1.0, 1.0, 0.9])
+    write_report(tmp_path, "repro_terminal_phase", {"runs.csv": fitted})  # run 3 never fits its labels
     rows = [
         {"run": run, "epoch": epoch, "split": "train", "layer": "l2", "layer_index": 2, "metric": metric,
          "value": 1.0 / (1 + epoch)}
@@ -308,28 +424,37 @@ def test_the_terminal_phase_section_states_its_verdict_and_its_seeds(tmp_path: P
     page = write_page(tmp_path, tmp_path / "docs").read_text(encoding="utf-8")
 
     assert "Terminal phase from epoch 5" in page
+    assert "| 3 | 0.100 | **no** |" in page
     assert (
         f"**{TOO_FEW_SEEDS}** — a mean rests on 3 seed(s), a verdict needs 5; factor from epoch 5 to 10"
         in page
     )
+    assert "(1 of 4 runs miss the precondition and are left out)" in page
 
 
 def test_the_deep_linear_head_section_counts_the_layers_at_the_frame(tmp_path: Path) -> None:
     runs = pd.DataFrame(
-        {"run": [str(seed) for seed in range(5)], "status": "finished", "reason": "", "model.depth_linear": 2}
-    )
-    write_report(tmp_path, "repro_deep_linear", {"runs.csv": runs})
+        {"run": [str(seed) for seed in range(6)], "status": "finished", "reason": "", "model.depth_linear": 2,
+         "final_acc_train": [1.0] * 5 + [0.9]}
+    )  # fmt: skip
     rows = [
         {"model.depth_linear": 2, "run": run, "epoch": epoch, "split": "train", "layer": layer, "layer_index": 0,
-         "metric": metric, "value": 1.0 if epoch == 0 else (0.05 if layer == "linear2" else 0.5)}
+         "metric": metric,
+         "value": 1.0 if epoch == 0 else (0.5 if layer == "linear1" else 0.9 if run == "5" else 0.05)}
         for run in runs["run"]
         for epoch in (0, 10)
         for layer in ("linear1", "linear2")
         for metric in ("geom_wwt", "geom_hth", "geom_wh")
     ]  # fmt: skip
-    pd.DataFrame(rows).to_csv(tmp_path / "repro_deep_linear" / "report" / "report.csv", index=False)
+    write_report(tmp_path, "repro_deep_linear", {"runs.csv": runs, "report.csv": pd.DataFrame(rows)})
+    unfitted = {"runs.csv": runs.assign(final_acc_train=0.9), "report.csv": pd.DataFrame(rows)}
+    write_report(tmp_path, "repro_deep_linear_imbalanced", unfitted)
 
     page = write_page(tmp_path, tmp_path / "docs").read_text(encoding="utf-8")
 
-    assert f"**{NOT_REPRODUCED}** — layers at the predicted frame: 1 of 2" in page
-    assert "| 2 | M = 1 | 1.000 → 0.050 |" in page
+    balanced = page.split("### A network's deep linear head, balanced")[1].split("###")[0]
+    assert f"**{NOT_REPRODUCED}** — layers at the predicted frame: 1 of 2" in balanced
+    assert "(1 of 6 runs miss the precondition and are left out)" in balanced
+    assert "| 2 | M = 1 | 1.000 → 0.050 |" in balanced  # run 5's 0.9 is left out
+    imbalanced = page.split("### A network's deep linear head, imbalanced")[1]
+    assert f"**{PRECONDITION_NOT_MET}** — no run has train error ≤ 0 (6 of 6 runs miss" in imbalanced

@@ -1,6 +1,7 @@
 """The claims of the gallery, as data: each paper's claim, the criterion it is judged by (stated here
-before any data are read, and kept in code in :mod:`.criteria` and :mod:`.sections`), its sweep and
-commands, and its precondition. :data:`CLAIMS` is the page's order."""
+before any data are read, and kept in code in :mod:`.criteria` for Galanti et al.'s claims and in
+:mod:`.collapse_criteria` for the neural-collapse ones), its sweep and commands, and its precondition.
+:data:`CLAIMS` is the page's order."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from ncdepth.report.reproductions import sections
+from ncdepth.report.reproductions.collapse_criteria import (
+    FRAME_REACHED,
+    KERNELS,
+    UFM_DISTANCE_REACHED,
+)
 from ncdepth.report.reproductions.criteria import BUILDUP_TOLERANCE, MONOTONE_STEP, PLATEAU_SPREAD
 from ncdepth.report.reproductions.sweeps import sweep_name
 from ncdepth.report.reproductions.verdicts import MIN_SEEDS
@@ -29,6 +35,10 @@ TERMINAL_PHASE = {sections.TRAIN_ERROR: 0.0, sections.NCC_ERROR: 0.01, sections.
 """Galanti's precondition, the terminal phase: the run fits the labels it was given (train error 0),
 its last layer separates them by NCC (NCC train error at most 0.01) and its train loss has fallen to
 at most 0.05."""
+ZERO_TRAIN_ERROR = {sections.TRAIN_ERROR: 0.0}
+"""The precondition of the collapse claims on a trained network (Papyan's terminal phase, Dang et al.'s
+deep linear head): the run ends fitting its train set (train error 0), so that it is in the terminal
+phase of training the claim speaks of."""
 BUILDUP = (
     f" In every run, no layer's final NCC train error may exceed an earlier layer's by more than "
     f"{BUILDUP_TOLERANCE:g} (the layer-wise build-up of separability); exceptions are listed."
@@ -119,11 +129,13 @@ CLAIMS = (
         "centre (NC4) keep falling.",
         "every one of NC1, NC2 (equinorm and equiangle), NC3 and NC4 of the last layer, averaged over seeds, is "
         "lower at the last epoch than at the first epoch of zero train error in every seed (NC4, a mismatch "
-        "rate, may instead stay at its floor of 0).",
+        f"rate, may instead stay at its floor of 0), at least {MIN_SEEDS} seeds; a terminal phase without an "
+        "epoch after its start is not informative.",
         "experiment",
         "repro_terminal_phase",
         None,
         sections.papyan,
+        ZERO_TRAIN_ERROR,
     ),
     Claim(
         KOTHAPALLI,
@@ -142,8 +154,11 @@ CLAIMS = (
         KOTHAPALLI,
         "Imbalanced classes: NC1(H) / NC1(X) against the class sizes (N = 1024, d0 = 8)",
         "How much each kernel (and the trained network) collapses the data relative to the data's own NC1, "
-        "as the minority class shrinks; the paper reports this dependence qualitatively.",
-        "none: the table is the measurement.",
+        "as the minority class shrinks: the paper reports, qualitatively, that imbalance weakens the kernels' "
+        "collapse, NC1(H) / NC1(X) growing as the minority class gets smaller.",
+        f"for every kernel ({', '.join(KERNELS)}; the trained network is shown, not judged), the mean "
+        "NC1(H) / NC1(X) rises strictly from each class-size setting to the next with a smaller minority "
+        f"class, at least {MIN_SEEDS} seeds per mean; fewer than two settings is not informative.",
         "kernels_experiment",
         "repro_imbalanced",
         "ncdepth-kernels +kernels_experiment=imbalanced -m",
@@ -156,7 +171,7 @@ CLAIMS = (
             f"Every global minimiser of the deep-linear UFM with MSE has W W^T, H̄^T H̄ and W H̄ in the {frame}, "
             "at every depth M; the closed form gives it, with its objective f*.",
             "every job's direct optimisation reaches f* (relative gap below the documented tolerance of "
-            f"`ncdepth.theory.ufm_job`), and its Grams are then within {sections.UFM_DISTANCE_REACHED:g} of the "
+            f"`ncdepth.theory.ufm_job`), and its Grams are then within {UFM_DISTANCE_REACHED:g} of the "
             "closed form's" + (" with the same collapsed classes." if balance == "imbalanced" else "."),
             "ufm_experiment",
             f"{balance}_quick",
@@ -183,12 +198,13 @@ CLAIMS = (
                 if balance == "imbalanced"
                 else "."
             ),
-            f"every head layer ends with all three distances at most {sections.FRAME_REACHED:g} (0 = the "
-            "predicted frame, 2 = as far as possible).",
+            f"every head layer ends with all three distances, averaged over seeds, at most {FRAME_REACHED:g} "
+            f"(0 = the predicted frame, 2 = as far as possible), at least {MIN_SEEDS} seeds per head depth.",
             "experiment",
             experiment,
             None,
             partial(sections.dang_network, imbalanced=balance == "imbalanced"),
+            ZERO_TRAIN_ERROR,
         )
         for balance, experiment, frame in (
             ("balanced", "repro_deep_linear", "orthogonal frame"),

@@ -1,4 +1,5 @@
-"""The criteria of Galanti, Galanti & Ben-Shaul's claims: functions of a sweep's tables returning a
+"""The criteria of Galanti, Galanti & Ben-Shaul's claims (the neural-collapse claims' are in
+:mod:`.collapse_criteria`): functions of a sweep's tables returning a
 :class:`~ncdepth.report.reproductions.verdicts.Verdict` with the numbers it rests on.
 
 ``runs``: one row per finished run that meets the precondition, with the depth ``model.depth`` (from

@@ -1,7 +1,10 @@
 """The body of each section of the gallery: its tables, verdicts and figures, from a sweep's report.
 
 Every writer takes ``(claim, sweep, gallery)`` and returns markdown; the section's heading, claim,
-criterion, commands and job counts come from the claim's data (:mod:`.page`). Spreads: mean and a
+criterion, commands and job counts come from the claim's data (:mod:`.page`). A writer reads the
+sweep's tables, keeps the runs that meet the claim's precondition (:func:`judged` counts the rest) and
+formats the verdict of its criterion (:mod:`.criteria`, :mod:`.collapse_criteria`); it decides nothing
+itself. Spreads: mean and a
 95 % Student-t interval over seeds clipped to the quantity's range (``mean [low, high]``,
 :func:`~ncdepth.report.reproductions.verdicts.interval_text`); one seed gives no interval.
 """
@@ -17,6 +20,18 @@ import pandas as pd
 
 from ncdepth.report.bound import BOUND_FILE
 from ncdepth.report.kernels import TABLE_STEM
+from ncdepth.report.reproductions.collapse_criteria import (
+    DEPTH_LINEAR,
+    GEOMETRY,
+    LAST_LAYER_METRICS,
+    adaptive_below_nngp,
+    frame_reached,
+    minority_share,
+    ntk_not_below_nngp,
+    ratio_grows_as_minority_shrinks,
+    terminal_collapse,
+    ufm_matches_closed_form,
+)
 from ncdepth.report.reproductions.criteria import (
     DEPTH,
     bound_holds,
@@ -29,10 +44,8 @@ from ncdepth.report.reproductions.sweeps import SweepReport
 from ncdepth.report.reproductions.verdicts import (
     PRECONDITION_NOT_MET,
     Verdict,
-    holds,
     interval_text,
     meets_precondition,
-    on_seeds,
 )
 from ncdepth.report.style import MAX_HEIGHT, PAGE_WIDTH, fits_page, image_size_inches, readable
 from ncdepth.report.tables import REPORT_STEM
@@ -101,6 +114,11 @@ class Gallery:
 # -- the precondition -------------------------------------------------------------------------------
 
 
+def kept_runs(claim: Claim, runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that meet ``claim.precondition`` (:func:`~ncdepth.report.reproductions.verdicts.meets_precondition`)."""
+    return runs[meets_precondition(runs, claim.precondition)]
+
+
 def judged(claim: Claim, runs: pd.DataFrame, criterion: Verdict | None) -> Verdict:
     """``criterion`` (the verdict on the runs that meet ``claim.precondition``) with the count of the
     runs that miss it; :data:`PRECONDITION_NOT_MET` when none meets it."""
@@ -123,11 +141,18 @@ def final_ncc_errors(sweep: SweepReport, runs: pd.DataFrame) -> pd.DataFrame:
 
 def training_runs(sweep: SweepReport) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The finished runs with their depth (from each run's config when it is not swept) and the
-    precondition's columns (``train error`` on the labels given, ``last-layer NCC train error``, ``train
-    loss``), and :func:`final_ncc_errors`."""
+    precondition's columns, and :func:`final_ncc_errors` (:func:`with_precondition_columns`)."""
     runs = sweep.finished().copy()
     if DEPTH not in runs.columns:
         runs[DEPTH] = [sweep.config(run, DEPTH) for run in runs["run"]]
+    return with_precondition_columns(sweep, runs)
+
+
+def with_precondition_columns(sweep: SweepReport, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``runs`` (finished ``ncdepth-train`` runs) with the columns a precondition may limit (``train
+    error`` on the labels given, ``last-layer NCC train error``, ``train loss``; NaN where the report
+    or the Lightning log has none), and :func:`final_ncc_errors`."""
+    runs = runs.copy()
     errors = final_ncc_errors(sweep, runs)
     last = errors[errors["layer_index"] == errors.groupby("run")["layer_index"].transform("max")]
     runs[TRAIN_ERROR] = 1 - runs["final_acc_train"]
@@ -179,7 +204,7 @@ def galanti_training(claim: Claim, sweep: SweepReport, key: str) -> list[str]:
     per value of ``key``, a verdict per ε (on the runs that meet the precondition) and the layer-wise
     build-up of NCC separability."""
     runs, errors = training_runs(sweep)
-    kept = runs[meets_precondition(runs, claim.precondition)]
+    kept = kept_runs(claim, runs)
     lines = []
     for column in eps_columns(runs):
         criterion = None
@@ -262,9 +287,6 @@ def galanti_bound(claim: Claim, sweep: SweepReport, gallery: Gallery) -> str:
 # -- Papyan, Han & Donoho (2020) --------------------------------------------------------------------
 
 
-LAST_LAYER_METRICS = ("nc1", "nc2_equinorm", "nc2_equiangle", "nc3", "nc4")
-
-
 def network_history(run_dir: Path) -> pd.DataFrame:
     """Per analysis epoch ``e`` (after ``e`` epochs of training), the network's train error at the NC
     analysis and its mean train loss over epoch ``e`` (Lightning's 0-based epoch ``e - 1``), from the
@@ -277,49 +299,44 @@ def network_history(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame({TRAIN_ERROR: 1 - accuracy, TRAIN_LOSS: loss})
 
 
-def change(start: float, end: float) -> str:
-    """``×factor`` from ``start`` to ``end``; ``0 → 0`` for a rate already at its floor."""
-    return "0 → 0" if start == end == 0 else f"×{end / start:.2f}"
-
-
 def papyan(claim: Claim, sweep: SweepReport, gallery: Gallery) -> str:
-    runs = sweep.finished()
-    table = sweep.table(f"{REPORT_STEM}.csv")
-    table = table[(table["split"] == "train") & table["run"].isin(runs["run"])]
-    last = table[table["layer_index"] == table["layer_index"].max()]
-    values = last[last["metric"].isin(LAST_LAYER_METRICS)].pivot_table(
-        index="epoch", columns="metric", values="value", aggfunc="mean"
-    )
-    history = (
-        pd.concat([network_history(sweep.path / str(run)) for run in runs["run"]]).groupby(level=0).mean()
-    )
-    values = values.join(history, how="left")
-    start = int(runs["terminal_phase_epoch"].max())
-    end = int(values.index.max())
-    epochs = sorted({0, 10, 50, 100, 150, start, end} & set(values.index))
-    shown = values.loc[epochs, [TRAIN_ERROR, TRAIN_LOSS, *LAST_LAYER_METRICS]].reset_index()
-    for column in shown.columns[1:]:
-        shown[column] = shown[column].map(lambda value: "–" if pd.isna(value) else f"{value:.2e}")
-    falls = all(
-        values.loc[end, m] < values.loc[start, m] or values.loc[end, m] == 0 for m in LAST_LAYER_METRICS
-    )
-    factors = ", ".join(
-        f"{m}: {change(values.loc[start, m], values.loc[end, m])}" for m in LAST_LAYER_METRICS
-    )
-    return "\n\n".join(
-        [
+    """The last layer's NC metrics (means over the runs that meet the precondition) at a few epochs, and
+    :func:`~ncdepth.report.reproductions.collapse_criteria.terminal_collapse` on them."""
+    runs, _ = with_precondition_columns(sweep, sweep.finished())
+    kept = kept_runs(claim, runs)
+    parts = ["Precondition per run:", precondition_table(claim, runs)]
+    if kept.empty:
+        parts.append(judged(claim, runs, None).markdown())
+    else:
+        table = sweep.table(f"{REPORT_STEM}.csv")
+        table = table[(table["split"] == "train") & table["run"].isin(kept["run"])]
+        last = table[table["layer_index"] == table["layer_index"].max()]
+        values = last[last["metric"].isin(LAST_LAYER_METRICS)].pivot_table(
+            index="epoch", columns="metric", values="value", aggfunc="mean"
+        )
+        history = (
+            pd.concat([network_history(sweep.path / str(run)) for run in kept["run"]]).groupby(level=0).mean()
+        )
+        values = values.join(history, how="left")
+        start = int(kept["terminal_phase_epoch"].max())
+        end = int(values.index.max())
+        epochs = sorted({0, 10, 50, 100, 150, start, end} & set(values.index))
+        shown = values.loc[epochs, [TRAIN_ERROR, TRAIN_LOSS, *LAST_LAYER_METRICS]].reset_index()
+        for column in shown.columns[1:]:
+            shown[column] = shown[column].map(lambda value: "–" if pd.isna(value) else f"{value:.2e}")
+        parts += [
             f"Terminal phase from epoch {start} (the latest seed's first epoch of zero train error) to epoch {end}.",
             markdown_table(shown),
-            on_seeds(
-                pd.Series([len(runs)]), holds(falls, f"factor from epoch {start} to {end}: {factors}")
-            ).markdown(),
-            gallery.figure(
-                sweep,
-                "last_layer_collapse",
-                f"NC1–NC4 of the last layer over training (log scale, mean over n = {len(runs)} seeds)",
-            ),
+            judged(claim, runs, terminal_collapse(values, start, end, len(kept))).markdown(),
         ]
+    parts.append(
+        gallery.figure(
+            sweep,
+            "last_layer_collapse",
+            f"NC1–NC4 of the last layer over training (log scale, mean over n = {len(runs)} seeds)",
+        )
     )
+    return "\n\n".join(parts)
 
 
 # -- Kothapalli & Tirer (2024) ----------------------------------------------------------------------
@@ -341,29 +358,29 @@ def kothapalli_balanced(claim: Claim, sweep: SweepReport, gallery: Gallery) -> s
         for quantity in KERNEL_QUANTITIES:
             row[quantity] = interval_text(group.loc[group["quantity"] == quantity, "value"], 3, low=0)
         rows.append(row)
-    means = nc1.groupby(["d0", "quantity"])["value"].mean().unstack()
-    ntk_not_lower = all((means[f"ntk_{a}"] >= means[f"nngp_{a}"] * (1 - 1e-9)).all() for a in ("relu", "erf"))
-    adaptive_lower = bool((means["adaptive"] < means["nngp_erf"]).all())
-    seeds = nc1.groupby(["d0", "quantity"]).size()
     return "\n\n".join(
         [
             "NC1 = Tr Σ_W / Tr Σ_B, mean [95 % interval] over seeds:",
             markdown_table(pd.DataFrame(rows)),
-            f"- (1) {on_seeds(seeds, holds(ntk_not_lower, 'NTK ≥ NNGP at every d0, both activations')).markdown()}\n"
-            f"- (2) {on_seeds(seeds, holds(adaptive_lower, 'adaptive < NNGP (erf) at every d0')).markdown()}",
+            f"- (1) {ntk_not_below_nngp(nc1).markdown()}\n- (2) {adaptive_below_nngp(nc1).markdown()}",
             gallery.figure(sweep, "kernels_nc1_vs_d0", "log10 NC1 against d0 per kernel and the trained net"),
         ]
     )
 
 
-def kothapalli_imbalanced(claim: Claim, sweep: SweepReport, gallery: Gallery) -> str:
-    nc1 = kernel_nc1(sweep)
+def nc1_ratios(nc1: pd.DataFrame) -> pd.DataFrame:
+    """The rows of every quantity but the data's, with ``ratio``: its NC1 over the data's NC1 of the same
+    class sizes and seed, NC1(H) / NC1(X)."""
     data = nc1.loc[nc1["quantity"] == "data", ["class_sizes", "seed", "value"]].rename(
         columns={"value": "data"}
     )
     ratios = nc1[nc1["quantity"] != "data"].merge(data, on=["class_sizes", "seed"])
-    ratios["ratio"] = ratios["value"] / ratios["data"]
-    order = sorted(ratios["class_sizes"].unique(), key=lambda sizes: -min(map(int, sizes.split("/"))))
+    return ratios.assign(ratio=ratios["value"] / ratios["data"])
+
+
+def kothapalli_imbalanced(claim: Claim, sweep: SweepReport, gallery: Gallery) -> str:
+    ratios = nc1_ratios(kernel_nc1(sweep))
+    order = sorted(ratios["class_sizes"].unique(), key=minority_share, reverse=True)
     rows = []
     for sizes in order:
         group = ratios[ratios["class_sizes"] == sizes]
@@ -374,6 +391,7 @@ def kothapalli_imbalanced(claim: Claim, sweep: SweepReport, gallery: Gallery) ->
     return "\n\n".join(
         [
             markdown_table(pd.DataFrame(rows)),
+            ratio_grows_as_minority_shrinks(ratios).markdown(),
             gallery.figure(
                 sweep, "kernels_nc1_ratio_vs_class_sizes", "NC1(H) / NC1(X) against the class sizes"
             ),
@@ -382,10 +400,6 @@ def kothapalli_imbalanced(claim: Claim, sweep: SweepReport, gallery: Gallery) ->
 
 
 # -- Dang et al. (2023): the unconstrained-features model ---------------------------------------------
-
-
-UFM_DISTANCE_REACHED = 1e-2
-"""Direct optimisation has found the closed form's geometry when every relative Gram distance is at most this."""
 
 
 def dang_ufm(claim: Claim, sweep: SweepReport, gallery: Gallery, imbalanced: bool) -> str:
@@ -411,19 +425,10 @@ def dang_ufm(claim: Claim, sweep: SweepReport, gallery: Gallery, imbalanced: boo
                 finished["collapsed_predicted"], finished["collapsed_measured"], strict=True
             )
         ]
-    reached = finished["reached_optimum"].astype(bool)
-    agrees = finished[distances].max(axis=1) <= UFM_DISTANCE_REACHED
-    if imbalanced:
-        agrees &= finished["collapsed_predicted"].astype(str) == finished["collapsed_measured"].astype(str)
-    verdict = holds(
-        bool(len(finished) == len(table) and reached.all() and agrees.all()),
-        f"{int(reached.sum())} of {len(finished)} reach f*; {int((reached & agrees).sum())} of them match "
-        "the closed form",
-    )
     return "\n\n".join(
         [
             markdown_table(shown),
-            verdict.markdown(),
+            ufm_matches_closed_form(table, imbalanced).markdown(),
             gallery.figure(
                 sweep,
                 "ufm_distance",
@@ -437,30 +442,33 @@ def dang_ufm(claim: Claim, sweep: SweepReport, gallery: Gallery, imbalanced: boo
 # -- Dang et al. (2023): the deep linear head of a real network ------------------------------------------
 
 
-GEOMETRY = ("geom_wwt", "geom_hth", "geom_wh")
-FRAME_REACHED = 0.1
-"""A head layer has reached the predicted frame when all three distances (in [0, 2]) are at most this."""
 COLLAPSED_WH = 0.9
 """A head whose final W H̄ distance is at least this is reported as near the all-collapsed critical point."""
 RATIOS = (("minority_w_ratio", "minority_w_ratio_pred"), ("minority_h_ratio", "minority_h_ratio_pred"))
 
 
-def head_table(sweep: SweepReport) -> pd.DataFrame:
-    """Train-split head rows of the finished runs, with ``M``: the number of maps after the layer."""
-    runs = sweep.finished()
+def head_table(sweep: SweepReport, runs: pd.DataFrame) -> pd.DataFrame:
+    """Train-split head rows of ``runs``, with ``M``: the number of maps after the layer."""
     table = sweep.table(f"{REPORT_STEM}.csv")
     table = table[(table["split"] == "train") & table["run"].isin(runs["run"])]
     head = table[table["metric"].isin([*GEOMETRY, *(name for pair in RATIOS for name in pair)])].copy()
     linear = head["layer"].str.extract(r"^linear(\d+)$")[0].astype("Float64").fillna(0).astype(int)
-    head["M"] = head["model.depth_linear"] - linear + 1
+    head["M"] = head[DEPTH_LINEAR] - linear + 1
     return head
 
 
 def dang_network(claim: Claim, sweep: SweepReport, gallery: Gallery, imbalanced: bool) -> str:
-    head = head_table(sweep)
-    first, last = head["epoch"].min(), head["epoch"].max()
-    rows, reached = [], []
-    for (depth_linear, m), group in head.groupby(["model.depth_linear", "M"]):
+    """Per head layer, its three distances to the predicted frame (first → last epoch, over the runs that
+    meet the precondition), :func:`~ncdepth.report.reproductions.collapse_criteria.frame_reached` on them,
+    and a note on the head depths whose W H̄ ends near the all-collapsed critical point (every finished
+    run)."""
+    runs, _ = with_precondition_columns(sweep, sweep.finished())
+    kept = kept_runs(claim, runs)
+    every = head_table(sweep, runs)
+    head = every[every["run"].isin(kept["run"])]
+    first, last = every["epoch"].min(), every["epoch"].max()
+    rows = []
+    for (depth_linear, m), group in head.groupby([DEPTH_LINEAR, "M"]):
         row = {"head depth L": depth_linear, "layer (maps after it)": f"M = {m}"}
         for metric in GEOMETRY:
             values = group[group["metric"] == metric]
@@ -474,20 +482,17 @@ def dang_network(claim: Claim, sweep: SweepReport, gallery: Gallery, imbalanced:
                     f"{interval_text(end.loc[end['metric'] == measured, 'value'], 2, low=0)} "
                     f"(pred. {end.loc[end['metric'] == predicted, 'value'].mean():.2f})"
                 )
-        final = group[(group["epoch"] == last) & group["metric"].isin(GEOMETRY)]
-        reached.append(bool((final.groupby("metric")["value"].mean() <= FRAME_REACHED).all()))
         rows.append(row)
-    parts = [
-        markdown_table(pd.DataFrame(rows)),
-        on_seeds(
-            sweep.finished().groupby("model.depth_linear").size(),
-            holds(all(reached), f"layers at the predicted frame: {sum(reached)} of {len(reached)}"),
-        ).markdown(),
-    ]
-    final_wh = head[(head["epoch"] == last) & (head["metric"] == "geom_wh")]
-    far = sorted(
-        final_wh.groupby("model.depth_linear")["value"].mean().loc[lambda wh: wh >= COLLAPSED_WH].index
-    )
+    parts = [] if not claim.precondition else ["Precondition per run:", precondition_table(claim, runs)]
+    if kept.empty:
+        parts.append(judged(claim, runs, None).markdown())
+    else:
+        parts += [
+            markdown_table(pd.DataFrame(rows)),
+            judged(claim, runs, frame_reached(head[head["epoch"] == last])).markdown(),
+        ]
+    final_wh = every[(every["epoch"] == last) & (every["metric"] == "geom_wh")]
+    far = sorted(final_wh.groupby(DEPTH_LINEAR)["value"].mean().loc[lambda wh: wh >= COLLAPSED_WH].index)
     if far:
         parts.append(
             f"At head depth L = {', '.join(map(str, far))}, W H̄ ends about 1 from its frame (the distance of a "
