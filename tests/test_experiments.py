@@ -33,8 +33,8 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
 }
 REPRODUCTION_GRIDS: dict[str, dict[str, list[Any]]] = {  # scripts/reproduce.sh, docs/reproductions.md
     "repro_label_noise": {"data.label_noise": [0.0, 0.1, 0.2, 0.3, 0.5], "seed": [0, 1, 2, 3, 4]},
-    "repro_depth": {"model.depth": [2, 4, 8, 12], "seed": [0, 1, 2]},
-    "repro_terminal_phase": {"seed": [0, 1, 2]},
+    "repro_depth": {"model.depth": [2, 4, 8, 12], "seed": [0, 1, 2, 3, 4]},
+    "repro_terminal_phase": {"seed": [0, 1, 2, 3, 4]},
     "repro_bound": {"data.extra_label_noise": [None, 0.1, 0.3, 0.5], "seed": list(range(10))},
 }
 PAPER_CONV = {  # Galanti et al. (2023): CONV-L-400 on CIFAR-10

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from ncdepth.cli.report import main
 from ncdepth.report import collect_sweep, draw_figure, parse_overrides, runs_table, tidy_table
-from ncdepth.report.figures import minority_collapse, training_figures
+from ncdepth.report.figures import head_geometry, minority_collapse, training_figures
 from ncdepth.report.style import (
     FLOOR_MARGIN,
     THRESHOLD_COLOUR,
@@ -47,7 +47,7 @@ FIGURES = (
     "last_layer_collapse",
     "separation_fuzziness",
 )
-MINORITY_FIGURE = "minority_collapse"  # skipped: no deep linear head
+HEAD_FIGURES = ("head_geometry", "minority_collapse")  # skipped: no deep linear head
 
 
 def ncc_accuracy(layer: int, depth: int, epoch: int, noise: float, seed: int) -> float:
@@ -236,7 +236,8 @@ def test_cli_writes_tables_and_every_figure(sweep: tuple[Path, int], tmp_path: P
     for name in FIGURES:
         for suffix in (".png", ".pdf"):
             assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000
-    assert f"skipped figure {MINORITY_FIGURE}: no run logged per-class norms" in printed
+    assert "skipped figure head_geometry: no run logged geom_wwt" in printed
+    assert "skipped figure minority_collapse: no run logged per-class norms" in printed
 
 
 def test_figures_needing_a_swept_key_are_skipped_with_a_note(tmp_path: Path, capsys) -> None:
@@ -298,9 +299,11 @@ def integer_ticks(ticks: np.ndarray) -> bool:
 
 
 def test_figure_names_follow_the_swept_keys(figures: dict[str, Callable[[], Figure]]) -> None:
-    assert list(figures) == [*FIGURES[:4], FIGURES[4], MINORITY_FIGURE]
+    assert list(figures) == [*FIGURES, *HEAD_FIGURES]
+    with pytest.raises(NothingToPlot, match="no run logged geom_wwt"):
+        figures["head_geometry"]()
     with pytest.raises(NothingToPlot, match="no run logged per-class norms"):
-        figures[MINORITY_FIGURE]()
+        figures["minority_collapse"]()
 
 
 def test_separation_fuzziness_is_on_a_log_axis_with_the_fits(
@@ -393,6 +396,37 @@ def minority_table() -> pd.DataFrame:
                         rows.append((decay, f"{decay}-{seed}", 10, "train", "linear2", 2, metric, value))
     columns = ["optimizer.weight_decay", "run", "epoch", "split", "layer", "layer_index", "metric", "value"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def head_table() -> pd.DataFrame:
+    """Two runs per head depth (1 and 3 maps; seeds 0, 1), each head layer's three distances to the
+    predicted frame at epochs 0 and 10 on the train split, the backbone's output first."""
+    rows = []
+    for depth_linear in (1, 3):
+        for seed in (0, 1):
+            for place in range(depth_linear + 1):
+                for metric in ("geom_wwt", "geom_hth", "geom_wh"):
+                    for epoch, value in ((0, 1.0), (10, 0.01 * (place + 1) + 0.001 * seed)):
+                        layer = "layer2" if place == 0 else f"linear{place}"
+                        run = f"{depth_linear}-{seed}"
+                        rows.append((depth_linear, run, epoch, "train", layer, 2 + place, metric, value))
+    columns = ["model.depth_linear", "run", "epoch", "split", "layer", "layer_index", "metric", "value"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def test_head_geometry_draws_each_distance_of_each_head_layer_per_head_depth() -> None:
+    figure = head_geometry(head_table(), ["model.depth_linear"])
+    axes = panels(figure)
+    assert [ax.get_title() for ax in axes] == [
+        f"{name}, linear head depth = {depth}" for depth in (1, 3) for name in ("W Wᵀ", "H̄ᵀ H̄", "W H̄")
+    ]
+    assert [len(ax.get_lines()) for ax in axes] == [2, 2, 2, 4, 4, 4]  # one line per head layer
+    deepest = axes[3].get_lines()[-1]  # head depth 3, its last layer: the seed mean at epoch 10
+    assert list(deepest.get_xdata()) == [0, 10]
+    assert list(deepest.get_ydata()) == pytest.approx([1.0, 0.0405])
+    assert all(ax.get_yscale() == "log" for ax in axes)
+    with pytest.raises(NothingToPlot, match="no run logged geom_wwt"):
+        head_geometry(head_table().assign(metric="nc1"), ["model.depth_linear"])
 
 
 def test_minority_collapse_sets_every_class_beside_the_prediction() -> None:

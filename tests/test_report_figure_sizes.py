@@ -19,7 +19,7 @@ from matplotlib.text import Text
 
 from ncdepth.report import collect_sweep, runs_table, tidy_table
 from ncdepth.report.bound import RESULT_COLUMNS, bound_figure
-from ncdepth.report.figures import minority_collapse, training_figures
+from ncdepth.report.figures import head_geometry, minority_collapse, training_figures
 from ncdepth.report.kernels import kernel_figures
 from ncdepth.report.style import (
     DPI,
@@ -33,7 +33,7 @@ from ncdepth.report.style import (
     save_figure,
 )
 from ncdepth.report.ufm import distance_figure
-from test_report import minority_table, sweep, write_run  # noqa: F401  (sweep: a fixture)
+from test_report import head_table, minority_table, sweep, write_run  # noqa: F401  (sweep: a fixture)
 
 DEPTH_SWEEP = (2, 4, 6, 8, 12)
 """Five depths, three seeds: the long row of panels that must wrap."""
@@ -154,12 +154,13 @@ def ufm_inputs() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
 
 def every_figure(sweep_dirs: list[Path]) -> dict[str, Figure]:
     """Every figure of the report: the training figures of both sweeps, the bound, both kernel
-    figures, the UFM distance figure and minority collapse."""
+    figures, the UFM distance figure, the head geometry and minority collapse."""
     figures: dict[str, Figure] = {}
     for sweep_dir in sweep_dirs:
         for name, draw in drawn(sweep_dir).items():
-            if name != "minority_collapse":  # no deep linear head in these sweeps: drawn below
+            if name not in ("head_geometry", "minority_collapse"):  # no deep linear head: drawn below
                 figures[f"{sweep_dir.name}__{name}"] = draw()
+    figures["head_geometry"] = head_geometry(head_table(), ["model.depth_linear"])
     figures["minority_collapse"] = minority_collapse(minority_table(), ["optimizer.weight_decay"])
     figures["generalization_bound"] = bound_figure(bound_results())
     figures.update({name: draw() for name, draw in kernel_figures(kernel_table()).items()})
@@ -219,7 +220,7 @@ def test_every_report_figure_fits_a_page_with_legible_fonts(
     tmp_path: Path,
 ) -> None:
     figures = every_figure([sweep[0], depth_sweep])
-    assert len(figures) == 2 * 5 + 5
+    assert len(figures) == 2 * 5 + 6  # 5 training figures per sweep; head, minority, bound, 2 kernel, UFM
     for name, figure in figures.items():
         save_figure(figure, tmp_path, name)
         width, height = figure.get_size_inches()

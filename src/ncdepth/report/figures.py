@@ -14,9 +14,11 @@ last component, e.g. ``_by_depth``, ``_by_label_noise``, ``_by_depth_and_label_n
 * ``separation_fuzziness``: He & Su's separation fuzziness ``D_l`` (train split) vs layer at the last
   epoch on a log axis, whose straight line is their law of data separation; the legend gives the mean
   slope of ``log D_l`` and ``R^2`` of the finished runs (``summary.json``'s ``separation_law``);
+* ``head_geometry``: the distances of a deep linear head's ``W W^T``, ``H^T H`` and ``W H`` to the frame
+  the deep-linear UFM predicts (``geom_wwt``, ``geom_hth``, ``geom_wh``) vs epoch, every head layer, one row
+  of panels per swept value (runs with a deep linear head, :mod:`ncdepth.training.head_geometry`);
 * ``minority_collapse``: every class's classifier-row and class-mean norm over the majority's
-  beside the UFM prediction, one colour per swept value (imbalanced runs with a deep linear head,
-  :mod:`ncdepth.training.head_geometry`).
+  beside the UFM prediction, one colour per swept value (imbalanced runs with a deep linear head).
 
 Conventions (seed means and bands, zero on log axes, names, files): :mod:`ncdepth.report.style`. A
 figure whose input the sweep lacks raises :class:`NothingToPlot`, whose message says what is
@@ -68,6 +70,8 @@ COLLAPSE_METRICS = {name: BY_NAME[name].label for name in ("nc1", "nc2_etf", "nc
 """NC1-NC4 as drawn for the classifier layer, with their panel titles (``ncdepth.metrics.registry``)."""
 CLASS_NORMS = {"w": "classifier rows ‖w_k‖", "h": "class means ‖h̄_k‖"}
 """The per-class norms of :func:`minority_collapse`: ``{norm}_norm_ratio@k`` and ``…_pred@k``."""
+HEAD_GEOMETRY = {"geom_wwt": "W Wᵀ", "geom_hth": "H̄ᵀ H̄", "geom_wh": "W H̄"}
+"""The head's distances to the predicted frame (``ncdepth.training.head_geometry``), with their panel titles."""
 PREDICTION_STYLE = {"linestyle": "--", "marker": "D", "markersize": 4, "markerfacecolor": "none"}
 DEPTH_LINE = {"color": "0.25", "linestyle": "-.", "linewidth": 0.9, "zorder": 1}
 """The ``y = L`` reference of the effective-depth figure: every layer of the network needed."""
@@ -95,6 +99,7 @@ def training_figures(
         f"effective_depth{by_keys(x_keys)}": lambda: effective_depth(runs, grouping, x_keys, deepest),
         "last_layer_collapse": lambda: last_layer_collapse(usable, grouping),
         "separation_fuzziness": lambda: separation_fuzziness(finished, runs, grouping),
+        "head_geometry": lambda: head_geometry(usable, grouping),
         "minority_collapse": lambda: minority_collapse(finished, grouping),
     }
 
@@ -347,6 +352,47 @@ def separation_fuzziness(table: pd.DataFrame, runs: pd.DataFrame, grouping: Sequ
     handles = [*_curve_handles(ax), spread_handle(stats["count"]), *seeds_drawn, *floor_handle([floor])]
     legend_below(figure, handles)
     figure.suptitle("Law of data separation: fuzziness per layer\n(last epoch, train split)")
+    return figure
+
+
+def head_geometry(table: pd.DataFrame, grouping: Sequence[str]) -> Figure:
+    """The distance of each head layer's ``W W^T``, ``H̄^T H̄`` and ``W H̄`` to the frame the deep-linear UFM
+    predicts for it (0: the frame; 2: as far as possible) vs epoch on the train split, log axes: one
+    column per distance, one row per combination of the grouping keys, lines coloured by the layer's
+    place in the head (1 = its first layer, the backbone's output)."""
+    rows = table[(table["split"] == "train") & table["metric"].isin(list(HEAD_GEOMETRY))]
+    rows = rows.dropna(subset=["value"])
+    if rows.empty:
+        raise NothingToPlot(
+            f"no run logged {', '.join(HEAD_GEOMETRY)} (a deep linear head: model.depth_linear > 0)"
+        )
+    first = rows.groupby("run")["layer_index"].transform("min")
+    rows = rows.assign(head_index=rows["layer_index"] - first + 1)
+    stats = seed_mean(rows, [*grouping, "metric", "epoch", "head_index"])
+    floor = zero_floor(stats["mean"])
+    combinations = list(_panels(stats, list(grouping)))
+    metrics = [metric for metric in HEAD_GEOMETRY if (stats["metric"] == metric).any()]
+    figure, axes = grid_figure(
+        len(combinations) * len(metrics), columns=len(metrics), sharex=True, sharey=True
+    )
+    colours = layer_colours(int(stats["head_index"].max()))
+    cells = iter(flat_axes(axes))
+    for combination, panel in _panels(stats, list(grouping)).items():
+        for metric in metrics:
+            ax = next(cells)
+            for head_index, curve in panel[panel["metric"] == metric].groupby("head_index"):
+                band(ax, curve, "epoch", color=colours[int(head_index) - 1], floor=floor)
+            title = key_values_label(grouping, combination)
+            ax.set_title(f"{HEAD_GEOMETRY[metric]}{', ' + title if title else ''}")
+    for ax in flat_axes(axes):
+        log_axis(ax, floor)
+        ax.tick_params(labelbottom=True)
+        ax.set_xlabel("epoch")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("distance to the frame")
+    layer_colourbar(figure, axes, len(colours))
+    legend_below(figure, [spread_handle(stats["count"]), *floor_handle([floor])])
+    figure.suptitle("Deep linear head: distance to the predicted frame (train split)")
     return figure
 
 
