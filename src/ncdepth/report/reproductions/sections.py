@@ -26,9 +26,8 @@ from ncdepth.report.reproductions.collapse_criteria import (
     LAST_LAYER_METRICS,
     adaptive_below_nngp,
     frame_reached,
-    minority_share,
     ntk_not_below_nngp,
-    ratio_grows_as_minority_shrinks,
+    orderings_under_imbalance,
     terminal_collapse,
     ufm_matches_closed_form,
 )
@@ -378,6 +377,12 @@ def nc1_ratios(nc1: pd.DataFrame) -> pd.DataFrame:
     return ratios.assign(ratio=ratios["value"] / ratios["data"])
 
 
+def minority_share(class_sizes: str) -> float:
+    """The smallest class's share of the samples: ``"128/896"`` -> 0.125."""
+    sizes = [int(size) for size in class_sizes.split("/")]
+    return min(sizes) / sum(sizes)
+
+
 def kothapalli_imbalanced(claim: Claim, sweep: SweepReport, gallery: Gallery) -> str:
     ratios = nc1_ratios(kernel_nc1(sweep))
     order = sorted(ratios["class_sizes"].unique(), key=minority_share, reverse=True)
@@ -391,7 +396,7 @@ def kothapalli_imbalanced(claim: Claim, sweep: SweepReport, gallery: Gallery) ->
     return "\n\n".join(
         [
             markdown_table(pd.DataFrame(rows)),
-            ratio_grows_as_minority_shrinks(ratios).markdown(),
+            orderings_under_imbalance(ratios).markdown(),
             gallery.figure(
                 sweep, "kernels_nc1_ratio_vs_class_sizes", "NC1(H) / NC1(X) against the class sizes"
             ),
