@@ -31,7 +31,7 @@ from ncdepth.report.reproductions.criteria import (
     monotone_in,
 )
 from ncdepth.report.reproductions.page import write_page
-from ncdepth.report.reproductions.sections import Gallery
+from ncdepth.report.reproductions.sections import Gallery, head_convergence
 from ncdepth.report.reproductions.sweeps import SweepReport, sweep_name
 from ncdepth.report.reproductions.verdicts import (
     NOT_INFORMATIVE,
@@ -463,3 +463,23 @@ def test_the_deep_linear_head_section_counts_the_layers_at_the_frame(tmp_path: P
     assert "| 2 | M = 1 | 1.000 → 0.050 |" in balanced  # run 5's 0.9 is left out
     imbalanced = page.split("### A network's deep linear head, imbalanced")[1]
     assert f"**{PRECONDITION_NOT_MET}** — no run has train error ≤ 0 (6 of 6 runs miss" in imbalanced
+    assert "Head layers whose distance ends within 0.1 of the frame: geom_wwt in 1 of 2" in balanced
+    assert "training had not settled" in balanced  # epoch 0 -> 10 is all of training here
+
+
+def test_head_convergence_says_whether_the_distances_had_stopped_moving() -> None:
+    def head(late: float) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {"model.depth_linear": 1, "M": m, "run": str(seed), "epoch": epoch, "metric": metric,
+                 "value": {0: 1.0, 50: 0.3, 100: late}[epoch] if metric != "geom_wh" else 0.02}
+                for m in (1, 2) for seed in range(5) for epoch in (0, 50, 100)
+                for metric in ("geom_wwt", "geom_hth", "geom_wh")
+            ]
+        )  # fmt: skip
+
+    settled = head_convergence(head(0.305), 100)
+    assert "geom_wwt in 0 of 2, geom_hth in 0 of 2, geom_wh in 2 of 2" in settled
+    assert "(epoch 50 → 100) the largest change of a seed-mean distance is 0.005" in settled
+    assert "training had settled" in settled
+    assert "training had not settled" in head_convergence(head(0.2), 100)

@@ -22,6 +22,7 @@ from ncdepth.report.bound import BOUND_FILE
 from ncdepth.report.kernels import TABLE_STEM
 from ncdepth.report.reproductions.collapse_criteria import (
     DEPTH_LINEAR,
+    FRAME_REACHED,
     GEOMETRY,
     LAST_LAYER_METRICS,
     adaptive_below_nngp,
@@ -462,6 +463,38 @@ def head_table(sweep: SweepReport, runs: pd.DataFrame) -> pd.DataFrame:
     return head
 
 
+SETTLED = 0.01
+"""Training has settled when no seed-mean distance to the frame moved by more than this over its second half."""
+
+
+def head_convergence(head: pd.DataFrame, last: int) -> str:
+    """Which of the three distances end at the predicted frame (seed means at most
+    :data:`~ncdepth.report.reproductions.collapse_criteria.FRAME_REACHED`), in how many head layers, and
+    how far the seed means still moved over the second half of training (from the analysed epoch nearest
+    ``last / 2`` to ``last``): a measured answer to whether longer training would reach the frame."""
+    epochs = sorted(head["epoch"].unique())
+    middle = min(epochs, key=lambda epoch: abs(epoch - last / 2))
+    means = head.groupby([DEPTH_LINEAR, "M", "metric", "epoch"])["value"].mean().unstack("epoch")
+    final = means[last].unstack("metric")
+    reached = ", ".join(
+        f"{metric} in {int((final[metric] <= FRAME_REACHED).sum())} of {len(final)}"
+        for metric in GEOMETRY
+        if metric in final
+    )
+    moved = (means[last] - means[middle]).abs()
+    worst = moved.idxmax()
+    conclusion = (
+        "training had settled: a distance that ends above the frame's tolerance was not still falling towards it"
+        if moved.max() <= SETTLED
+        else "training had not settled: longer training may bring the distances closer"
+    )
+    return (
+        f"Head layers whose distance ends within {FRAME_REACHED:g} of the frame: {reached}. Over the second "
+        f"half of training (epoch {middle} → {last}) the largest change of a seed-mean distance is "
+        f"{moved.max():.3f} ({worst[2]} at L = {worst[0]}, M = {worst[1]}); {conclusion}."
+    )
+
+
 def dang_network(claim: Claim, sweep: SweepReport, gallery: Gallery, imbalanced: bool) -> str:
     """Per head layer, its three distances to the predicted frame (first → last epoch, over the runs that
     meet the precondition), :func:`~ncdepth.report.reproductions.collapse_criteria.frame_reached` on them,
@@ -496,6 +529,8 @@ def dang_network(claim: Claim, sweep: SweepReport, gallery: Gallery, imbalanced:
             markdown_table(pd.DataFrame(rows)),
             judged(claim, runs, frame_reached(head[head["epoch"] == last])).markdown(),
         ]
+    if not kept.empty:
+        parts.append(head_convergence(head, last))
     final_wh = every[(every["epoch"] == last) & (every["metric"] == "geom_wh")]
     far = sorted(final_wh.groupby(DEPTH_LINEAR)["value"].mean().loc[lambda wh: wh >= COLLAPSED_WH].index)
     if far:
@@ -505,6 +540,14 @@ def dang_network(claim: Claim, sweep: SweepReport, gallery: Gallery, imbalanced:
             "minimum that direct UFM optimisation also reaches from plain starts at large M (the UFM sections "
             "above needed continuation in the decays to avoid it); training has no such continuation."
         )
+    parts.append(
+        gallery.figure(
+            sweep,
+            "head_geometry",
+            "Each head layer's distance to the predicted frame over training (log scale; colour: the layer's "
+            "place in the head, 1 = the backbone's output)",
+        )
+    )
     if imbalanced:
         parts.append(
             gallery.figure(
