@@ -127,7 +127,7 @@ CLAIMS = (
         "(NC2), the classifier–means mismatch (NC3) and the gap between the network and the nearest class "
         "centre (NC4) keep falling.",
         "every one of NC1, NC2 (equinorm and equiangle), NC3 and NC4 of the last layer, averaged over seeds, is "
-        "lower at the last epoch than at the first epoch of zero train error in every seed (NC4, a mismatch "
+        "lower at the last epoch than at the first epoch by which every seed has zero train error (NC4, a mismatch "
         f"rate, may instead stay at its floor of 0), at least {MIN_SEEDS} seeds; a terminal phase without an "
         "epoch after its start is not informative.",
         "experiment",
