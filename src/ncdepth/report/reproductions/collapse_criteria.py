@@ -53,7 +53,7 @@ def terminal_collapse(values: pd.DataFrame, start: int, end: int, seeds: int) ->
 NTK_ROUND_OFF = 1e-9
 """Relative: how far the NTK's mean NC1 may fall below the NNGP's and still count as not lower."""
 KERNELS = ("nngp_relu", "ntk_relu", "nngp_erf", "ntk_erf", "adaptive")
-"""The kernels whose NC1(H) / NC1(X) must grow as the minority class shrinks (not the trained net)."""
+"""The kernels the criteria judge (the trained network, ``fcn``, is shown beside them, not judged)."""
 
 
 def kernel_seeds(nc1: pd.DataFrame, key: str) -> pd.Series:
