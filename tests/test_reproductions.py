@@ -472,9 +472,10 @@ def test_head_convergence_says_whether_the_distances_had_stopped_moving() -> Non
         return pd.DataFrame(
             [
                 {"model.depth_linear": 1, "M": m, "run": str(seed), "epoch": epoch, "metric": metric,
-                 "value": {0: 1.0, 50: 0.3, 100: late}[epoch] if metric != "geom_wh" else 0.02}
+                 "value": 0.02 if metric == "geom_wh" else {0: 1.0, 50: 0.3, 100: late}[epoch]
+                          if metric != "minority_w_ratio" else epoch / 100}
                 for m in (1, 2) for seed in range(5) for epoch in (0, 50, 100)
-                for metric in ("geom_wwt", "geom_hth", "geom_wh")
+                for metric in ("geom_wwt", "geom_hth", "geom_wh", "minority_w_ratio")
             ]
         )  # fmt: skip
 
@@ -483,3 +484,4 @@ def test_head_convergence_says_whether_the_distances_had_stopped_moving() -> Non
     assert "(epoch 50 → 100) the largest change of a seed-mean distance is 0.005" in settled
     assert "training had settled" in settled
     assert "training had not settled" in head_convergence(head(0.2), 100)
+    assert "minority" not in settled  # the norm ratios are not distances to the frame

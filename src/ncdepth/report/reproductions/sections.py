@@ -472,6 +472,7 @@ def head_convergence(head: pd.DataFrame, last: int) -> str:
     :data:`~ncdepth.report.reproductions.collapse_criteria.FRAME_REACHED`), in how many head layers, and
     how far the seed means still moved over the second half of training (from the analysed epoch nearest
     ``last / 2`` to ``last``): a measured answer to whether longer training would reach the frame."""
+    head = head[head["metric"].isin(GEOMETRY)]
     epochs = sorted(head["epoch"].unique())
     middle = min(epochs, key=lambda epoch: abs(epoch - last / 2))
     means = head.groupby([DEPTH_LINEAR, "M", "metric", "epoch"])["value"].mean().unstack("epoch")
