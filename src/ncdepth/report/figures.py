@@ -390,7 +390,7 @@ def head_geometry(table: pd.DataFrame, grouping: Sequence[str]) -> Figure:
         ax.set_xlabel("epoch")
     for ax in axes[:, 0]:
         ax.set_ylabel("distance to the frame")
-    layer_colourbar(figure, axes, len(colours))
+    layer_colourbar(figure, axes, len(colours), label="head layer (1 = the backbone's output)")
     legend_below(figure, [spread_handle(stats["count"]), *floor_handle([floor])])
     figure.suptitle("Deep linear head: distance to the predicted frame (train split)")
     return figure

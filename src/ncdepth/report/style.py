@@ -178,10 +178,10 @@ def layer_colours(count: int) -> list[Any]:
     return [LAYER_COLOURS(0.9 * index / max(count - 1, 1)) for index in range(count)]
 
 
-def layer_colourbar(figure: Figure, axes: Any, count: int) -> None:
+def layer_colourbar(figure: Figure, axes: Any, count: int, label: str = "layer (1 = first)") -> None:
     """A discrete colourbar of :func:`layer_colours` beside ``axes`` (an ``Axes`` or an array of
     them), as thin for many rows as for one: one block per layer, integer ticks (every layer, or a
-    readable subset of a deep network)."""
+    readable subset of a deep network), titled ``label``."""
     norm = BoundaryNorm(np.arange(0.5, count + 1), count)
     rows = np.atleast_2d(axes).shape[0]
     colourbar = figure.colorbar(
@@ -189,7 +189,7 @@ def layer_colourbar(figure: Figure, axes: Any, count: int) -> None:
         ax=axes,
         pad=0.01,
         aspect=20 * rows,
-        label="layer (1 = first)",
+        label=label,
     )
     ticks = MaxNLocator(nbins=10, integer=True).tick_values(1, count)
     colourbar.set_ticks([tick for tick in ticks if 1 <= tick <= count])

@@ -545,8 +545,8 @@ def dang_network(claim: Claim, sweep: SweepReport, gallery: Gallery, imbalanced:
         gallery.figure(
             sweep,
             "head_geometry",
-            "Each head layer's distance to the predicted frame over training (log scale; colour: the layer's "
-            "place in the head, 1 = the backbone's output)",
+            "Each head layer's distance to the predicted frame over training (log scale; mean and min–max over "
+            "the seeds)",
         )
     )
     if imbalanced:
