@@ -200,14 +200,14 @@ CLAIMS = (
             f"every head layer ends with all three distances, averaged over seeds, at most {FRAME_REACHED:g} "
             f"(0 = the predicted frame, 2 = as far as possible), at least {MIN_SEEDS} seeds per head depth.",
             "experiment",
-            experiment,
-            None,
+            f"repro_{full_scale}",
+            f"ncdepth-train +experiment={full_scale} -m hydra/launcher=slurm",
             partial(sections.dang_network, imbalanced=balance == "imbalanced"),
             ZERO_TRAIN_ERROR,
         )
-        for balance, experiment, frame in (
-            ("balanced", "repro_deep_linear", "orthogonal frame"),
-            ("imbalanced", "repro_deep_linear_imbalanced", "general orthogonal frame of the closed form"),
+        for balance, full_scale, frame in (
+            ("balanced", "deep_linear", "orthogonal frame"),
+            ("imbalanced", "deep_linear_imbalanced", "general orthogonal frame of the closed form"),
         )
     ),
 )
