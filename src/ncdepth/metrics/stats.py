@@ -447,20 +447,21 @@ def _residual_blocks(
     h: Tensor, index: Tensor, anchors: Anchors, sums: PassTwoSums, workspace: Workspace
 ) -> Iterator[tuple[slice, Tensor]]:
     """For each block of rows (:func:`row_blocks`, at least as many rows as there are directions): its slice
-    and the residuals ``e = h - hi_y`` in the working precision, after adding their squared norms to
-    ``Q'_c = sum_{y_i=c} ||e_i||^2`` (float64 across rows).
+    and the residuals ``e = h - hi_y`` in the working precision; once every block has been seen, their
+    squared norms are added to ``Q'_c = sum_{y_i=c} ||e_i||^2`` (float64 across rows, in row order).
 
     One buffer serves every block, so a block's residuals hold until the next block is made.
     """
     min_rows = anchors.directions.shape[0]
     centred = workspace.rows(block_rows(h, min_rows), h.shape[1], h.device, h.dtype)
+    norms = workspace.rows(1, h.shape[0], h.device, h.dtype, slot="norms")[0]
     for block in row_blocks(h, min_rows):
         size = block.stop - block.start
         residual = torch.index_select(anchors.rounded, 0, index[block], out=centred[:size])
         torch.sub(h[block], residual, out=residual)
-        norms = torch.linalg.vector_norm(residual, dim=1).double()
-        sums.within_sq.index_add_(0, index[block], norms.square_())
+        torch.linalg.vector_norm(residual, dim=1, out=norms[block])
         yield block, residual
+    sums.within_sq.index_add_(0, index, norms.double().square_())
 
 
 def _projected_pass(
