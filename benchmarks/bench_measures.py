@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from ncdepth.metrics import NeuralCollapse
@@ -47,18 +48,24 @@ def median_ms(function: Callable[[], object], repetitions: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def probe_costs(h: Tensor, projection: Tensor | None, repetitions: int) -> tuple[float, float, float]:
+    """Median ms of the probe's per-batch moment and prediction on the ``(B, d)`` batch ``h`` (probed on
+    ``projection`` when given) and of its once-per-layer fit."""
+    where, size = h.device, h.shape[1] if projection is None else projection.shape[0]
+    moment = torch.zeros(size, size, dtype=torch.float64, device=where)
+    accumulate = median_ms(lambda: P.add_moment(moment, h, projection), repetitions)
+    counts, sums = class_sums(h, torch.arange(h.shape[0], device=where) % NUM_CLASSES, NUM_CLASSES)
+    ridge = moment + torch.eye(size, dtype=torch.float64, device=where)
+    fit = median_ms(lambda: P.fit_probe(counts, sums, ridge, projection), max(repetitions // 4, 5))
+    probe = P.fit_probe(counts, sums, ridge, projection)
+    return accumulate, median_ms(lambda: probe.predict(h), repetitions), fit
+
+
 def projected_probe(dim: int, where: torch.device) -> None:
     """Print the per-batch and per-layer cost of ``probe_acc`` on a ``d = dim`` layer, which it probes on a
     fixed random projection to ``k = PROBE_MAX_DIM`` dimensions."""
-    h = torch.randn(BATCH, dim, device=where)
     projection = P.make_projection(dim, P.PROBE_MAX_DIM, P.PROBE_SEED, where)
-    moment = torch.zeros(P.PROBE_MAX_DIM, P.PROBE_MAX_DIM, dtype=torch.float64, device=where)
-    accumulate = median_ms(lambda: P.add_moment(moment, h, projection), 20)
-    counts, sums = class_sums(h, torch.arange(BATCH, device=where) % NUM_CLASSES, NUM_CLASSES)
-    ridge = moment + torch.eye(P.PROBE_MAX_DIM, dtype=torch.float64, device=where)
-    fit = median_ms(lambda: P.fit_probe(counts, sums, ridge, projection), 5)
-    probe = P.fit_probe(counts, sums, ridge, projection)
-    predict = median_ms(lambda: probe.predict(h), 20)
+    accumulate, predict, fit = probe_costs(torch.randn(BATCH, dim, device=where), projection, 20)
     print(
         f"  probe_acc, d = {dim:,} projected to k = {P.PROBE_MAX_DIM}: moment {accumulate:.2f} + "
         f"prediction {predict:.2f} ms per layer-batch (B = {BATCH}); fit {fit:.1f} ms per layer"
@@ -127,13 +134,7 @@ def main(quick: bool = False, device: str = "cpu") -> None:
         print(f"  {name:14s} {cost:8.3f} ms   {cost / batches:.4f} ms per layer-batch")
     with torch.no_grad():
         h = model(next(iter(loader))[0].to(where))[1][layer].float()
-    moment = torch.zeros(WIDTH, WIDTH, dtype=torch.float64, device=where)
-    accumulate = median_ms(lambda: P.add_moment(moment, h, None), 100)
-    sums = torch.zeros(NUM_CLASSES, WIDTH, dtype=torch.float64, device=where)
-    ridge = moment + torch.eye(WIDTH, dtype=torch.float64, device=where)
-    fit = median_ms(lambda: P.fit_probe(counts, sums, ridge, None), 20)
-    probe = P.fit_probe(counts, sums, ridge, None)
-    predict = median_ms(lambda: probe.predict(h), 100)
+    accumulate, predict, fit = probe_costs(h, None, 100)
     print(
         f"  probe_acc      moment {accumulate:.3f} + prediction {predict:.3f} ms per layer-batch "
         f"(B = {BATCH}); fit {fit:.2f} ms per layer"

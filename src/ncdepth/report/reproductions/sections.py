@@ -554,8 +554,12 @@ def dang_network(claim: Claim, sweep: SweepReport, gallery: Gallery, imbalanced:
             gallery.figure(
                 sweep,
                 "minority_collapse",
-                "Minority collapse: classifier and class-mean "
-                "norms per class against the closed form's prediction",
+                "Minority collapse: classifier and class-mean norms per class against the closed form's prediction"
+                + (
+                    f" (every finished run, the {len(runs) - len(kept)} that miss the precondition included)"
+                    if len(kept) < len(runs)
+                    else ""
+                ),
             )
         )
     return "\n\n".join(parts)
