@@ -4,7 +4,7 @@
 #   scripts/reproduce.sh [OUT_DIR]          # default OUT_DIR: multirun/repro
 # Each sweep goes to OUT_DIR/<name> (ncdepth.report.reproductions.sweeps.sweep_name). Rerunning resumes: finished jobs say "nothing to do", interrupted
 # ones continue from their checkpoints, so the script can be stopped and started again at will.
-# Sweeps run one job at a time on one thread each (OMP_NUM_THREADS=1 unless set); about 2 hours in all
+# Sweeps run one job at a time on one thread each (OMP_NUM_THREADS=1 unless set); about 3 hours in all
 # on a 2-core machine. A sweep with failed jobs is reported, the page is still written, and the script
 # exits 1.
 set -uo pipefail
@@ -35,6 +35,7 @@ sweep ncdepth-kernels kernels_experiment repro_balanced
 sweep ncdepth-kernels kernels_experiment repro_imbalanced
 sweep ncdepth-ufm ufm_experiment balanced_quick
 sweep ncdepth-ufm ufm_experiment imbalanced_quick
+sweep ncdepth-lm lm_experiment repro
 
 "$BIN/python" scripts/write_reproductions.py "$OUT" || failed+=("scripts/write_reproductions.py")
 if ((${#failed[@]})); then

@@ -1,4 +1,4 @@
-"""``ncdepth-ufm`` and ``ncdepth-kernels`` under ``ncdepth-train``'s run lifecycle
+"""``ncdepth-ufm``, ``ncdepth-kernels`` and ``ncdepth-lm`` under ``ncdepth-train``'s run lifecycle
 (:mod:`ncdepth.cli.lifecycle`), through their console scripts: a multirun with invalid jobs runs
 every job, records the bad ones and exits 1; ``ncdepth-report`` accounts for every job, also when
 every job failed; a rerun skips finished jobs without touching a file; a rerun with another config
@@ -24,6 +24,7 @@ from ncdepth.cli.report import main as report_main
 from ncdepth.rundir import (
     INTERRUPTED,
     KERNELS_FILE,
+    METRICS_FILE,
     RUNNING,
     SUMMARY_FILE,
     UFM_TRACE_FILE,
@@ -41,11 +42,13 @@ KERNELS_TINY = [
     "adaptive.anneal=[10.0]",
     "adaptive.max_iter=100",
 ]
+LM_TINY = ["train_windows=8", "epochs=1", "width=16", "heads=2", "every_n_epochs=1"]
 BAD = {
     "ufm": ("weight_decay", ["3e-2", "-1", "1e-2", "-2"], "weight_decay must be a number > 0"),
+    "lm": ("lr", ["1e-3", "-1", "2e-3", "0"], "lr must be a number > 0"),
     "kernels": ("adaptive.noise_var", ["0.01", "-1", "0.02", "0"], "adaptive.noise_var must be a number > 0"),
 }
-TINY = {"ufm": UFM_TINY, "kernels": KERNELS_TINY}
+TINY = {"ufm": UFM_TINY, "kernels": KERNELS_TINY, "lm": LM_TINY}
 LONG = {  # a few seconds of work, long enough to be killed while running
     "ufm": [
         "class_sizes=[40,20,10,10]",
@@ -55,8 +58,9 @@ LONG = {  # a few seconds of work, long enough to be killed while running
         "feature_decay=2e-2",
     ],
     "kernels": ["n=256", "d0=8", "train.steps=3000"],
+    "lm": ["train_windows=256", "epochs=3", "width=32"],
 }
-RESULTS = {"ufm": UFM_TRACE_FILE, "kernels": KERNELS_FILE}
+RESULTS = {"ufm": UFM_TRACE_FILE, "kernels": KERNELS_FILE, "lm": METRICS_FILE}
 TIMINGS = ("seconds", "timings")
 """Keys of ``summary.json`` holding wall-clock times, the only thing a rerun may change."""
 
@@ -73,7 +77,7 @@ def job_dirs(sweep: Path) -> dict[str, tuple[int, str]]:
     return {name: value for name, value in directory_fingerprint(sweep).items() if "/" in name}
 
 
-@pytest.fixture(scope="module", params=["ufm", "kernels"])
+@pytest.fixture(scope="module", params=["ufm", "kernels", "lm"])
 def bad_sweep(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[str, Path, Any]:
@@ -131,7 +135,7 @@ def test_a_rerun_skips_the_finished_jobs_and_changes_nothing(bad_sweep: tuple[st
     assert job_dirs(sweep) == before
 
 
-@pytest.mark.parametrize("app", ["ufm", "kernels"])
+@pytest.mark.parametrize("app", ["ufm", "kernels", "lm"])
 def test_a_sweep_in_which_every_job_failed_is_reported_as_the_apps(
     app: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -147,7 +151,8 @@ def test_a_sweep_in_which_every_job_failed_is_reported_as_the_apps(
     if app == "ufm":
         assert "2 jobs that did not finish (2 failed)" in printed
     else:
-        assert pd.read_csv(tmp_path / "report" / "kernels_table.csv").empty
+        table = "kernels_table.csv" if app == "kernels" else "token_collapse.csv"
+        assert pd.read_csv(tmp_path / "report" / table).empty
 
 
 def without_timings(summary: Any) -> Any:
@@ -172,7 +177,7 @@ def kill_while_running(process: subprocess.Popen[str], run_dir: Path) -> None:
 
 
 @pytest.mark.slow  # two full jobs and a killed one per app: about 2 minutes each on 2 cores
-@pytest.mark.parametrize("app", ["ufm", "kernels"])
+@pytest.mark.parametrize("app", ["ufm", "kernels", "lm"])
 def test_a_job_killed_while_running_is_interrupted_and_its_rerun_ends_identical(
     app: str, tmp_path: Path
 ) -> None:

@@ -96,6 +96,7 @@ CASES = {
     ),
     "negative_lr": train("optimizer.lr=-1", words=("optimizer.lr",)),
     "eps_out_of_range": train("nc.eps=1.5", words=("nc.eps", "[0, 1)")),
+    "empty_classes_unknown": train("+nc.empty_classes=skip", words=("nc.empty_classes", "'drop'")),
     "missing_dataset_files": train(
         "data=cifar10", "data.data_dir=/nonexistent/ncdepth-data", words=("/nonexistent/ncdepth-data",)
     ),
@@ -134,6 +135,9 @@ CASES = {
     "ufm_bad_value": Case("ncdepth-ufm", ("feature_decay=-1",), ("feature_decay",)),
     "ufm_unknown_key": Case("ncdepth-ufm", ("dept=3",), ("unknown key dept", "did you mean depth")),
     "ufm_run_dir_under_proc": Case("ncdepth-ufm", ("hydra.run.dir=/proc/ncdepth/ufm",), ("/proc/ncdepth",)),
+    "lm_bad_value": Case("ncdepth-lm", ("width=30",), ("width must be a multiple of heads (4)",)),
+    "lm_unknown_key": Case("ncdepth-lm", ("withd=64",), ("unknown key withd", "did you mean width")),
+    "lm_unknown_experiment": Case("ncdepth-lm", ("+lm_experiment=repo",), ("lm_experiment=repro",)),
     "kernels_bad_value": Case("ncdepth-kernels", ("class_sizes=[10,20]",), ("class_sizes",)),
     "kernels_unknown_option": Case("ncdepth-kernels", ("model=resnet999",), ("model=resnet999", "fcn2")),
     "kernels_unknown_experiment": Case(

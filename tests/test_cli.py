@@ -37,8 +37,8 @@ FAST = [
 ]
 
 
-OTHER_APP_GROUPS = ("kernels_experiment", "ufm_experiment")
-"""The experiment groups of the other Hydra apps (``kernels.yaml``, ``ufm.yaml``), tested apart."""
+OTHER_APP_GROUPS = ("kernels_experiment", "ufm_experiment", "lm_experiment")
+"""The experiment groups of the other Hydra apps (``kernels.yaml``, ``ufm.yaml``, ``lm.yaml``), tested apart."""
 
 
 def all_config_choices() -> list[str]:

@@ -22,6 +22,7 @@ from ncdepth.rundir import (
     KERNELS,
     KERNELS_COLUMNS,
     LAST_CHECKPOINT,
+    LM,
     NOT_STARTED,
     REQUEUED,
     RESULT_FILES,
@@ -39,6 +40,7 @@ HEADERS = {
     TRAIN: "epoch,split,layer,metric,value\n0,train,layer1,nc1,0.5\n",
     UFM: ",".join(UFM_TRACE_COLUMNS) + "\n0,objective,1.0\n",
     KERNELS: ",".join(KERNELS_COLUMNS) + "\n",
+    LM: "epoch,split,layer,metric,value\n0,train,ln_f,cdnv,0.5\n",
 }
 
 
@@ -177,4 +179,8 @@ def test_the_app_comes_from_status_json_then_the_files_then_the_job_name(tmp_pat
     assert run_app(legacy) == UFM
     bare = run_dir(tmp_path / "c", TRAIN, None, results=False)
     assert run_app(bare) == TRAIN and run_app(bare, "kernels") == KERNELS and run_app(bare, "other") == TRAIN
+    language = run_dir(tmp_path / "d", LM, None)  # metrics.csv as ncdepth-train's: the log tells them apart
+    assert run_app(language) == TRAIN
+    (language / "lm.log").write_text("")
+    assert run_app(language) == LM
     assert json.loads((recorded / "status.json").read_text())["app"] == KERNELS

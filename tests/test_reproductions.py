@@ -21,6 +21,7 @@ from ncdepth.report.reproductions.collapse_criteria import (
     ntk_not_below_nngp,
     orderings_under_imbalance,
     terminal_collapse,
+    token_collapse_grows,
     ufm_matches_closed_form,
 )
 from ncdepth.report.reproductions.criteria import (
@@ -485,3 +486,55 @@ def test_head_convergence_says_whether_the_distances_had_stopped_moving() -> Non
     assert "training had settled" in settled
     assert "training had not settled" in head_convergence(head(0.2), 100)
     assert "minority" not in settled  # the norm ratios are not distances to the frame
+
+
+def token_finals(start: dict[int, float], end: dict[int, float], seeds: int = 5) -> pd.DataFrame:
+    """One row per run: ``width, start, end`` (the classifier layer's CDNV), spread a little by seed."""
+    return pd.DataFrame(
+        [
+            {"run": f"{width}_{seed}", "width": width, "start": start[width] * (1 + 0.01 * seed),
+             "end": end[width] * (1 + 0.01 * seed)}
+            for width in start
+            for seed in range(seeds)
+        ]
+    )  # fmt: skip
+
+
+def test_token_collapse_grows_with_training_and_with_width() -> None:
+    grows = token_collapse_grows(token_finals({32: 0.6, 64: 0.6, 128: 0.6}, {32: 0.5, 64: 0.45, 128: 0.4}))
+    assert grows.kind == REPRODUCED and "width 32: 0.612 → 0.510" in grows.evidence
+    wider_is_worse = token_finals({32: 0.6, 64: 0.6}, {32: 0.4, 64: 0.5})
+    assert token_collapse_grows(wider_is_worse).kind == NOT_REPRODUCED
+    training_undoes_it = token_finals({32: 0.6, 64: 0.6}, {32: 0.7, 64: 0.5})
+    assert "falls with training at every width: no" in token_collapse_grows(training_undoes_it).evidence
+    assert token_collapse_grows(token_finals({32: 0.6}, {32: 0.5})).kind == NOT_INFORMATIVE
+    few = token_finals({32: 0.6, 64: 0.6}, {32: 0.5, 64: 0.4}, seeds=3)
+    assert token_collapse_grows(few).kind == TOO_FEW_SEEDS
+
+
+def test_the_token_section_reads_the_report_table(tmp_path: Path) -> None:
+    rows = [
+        {"run": f"{width}_{seed}", "width": width, "depth": 2, "min_class_count": 2, "seed": seed, "epoch": epoch,
+         "layer": layer,
+         "cdnv": (2.0 if epoch == 0 else 1.0 / epoch) * (1 - width / 1000) * (1.2 if layer == "blocks.0" else 1.0),
+         "nc2_equinorm": 0.3, "ncc_acc": 0.2, "num_classes_present": 2800,
+         "nc3": 1.0 if layer == "ln_f" else None, "nc4": 0.8 if layer == "ln_f" else None}
+        for width in (32, 64)
+        for seed in range(5)
+        for epoch in (0, 4, 8)
+        for layer in ("blocks.0", "blocks.1", "ln_f")
+    ]  # fmt: skip
+    runs = pd.DataFrame({"run": sorted({row["run"] for row in rows}), "status": "finished", "reason": ""})
+    runs = runs.assign(final_acc_train=0.6, final_acc_test=0.4)
+    write_report(tmp_path, "lm_repro", {"token_collapse.csv": pd.DataFrame(rows), "runs.csv": runs})
+
+    page = write_page(tmp_path, tmp_path / "docs").read_text(encoding="utf-8")
+
+    section = page.split("### Token-level collapse grows with training and with width")[1]
+    assert "| width d | seeds | CDNV ln_f, epoch 4 | CDNV ln_f, epoch 8 | final CDNV blocks.0 |" in section
+    assert "| 32 | 5 | 0.242 | 0.121 | 0.145 | 0.121 | 0.600 | 0.400 | 0.800 | 0.200 | 2,800 |" in section
+    assert f"**{REPRODUCED}** — width 32: 0.242 → 0.121; width 64: 0.234 → 0.117" in section
+    assert (
+        "these are 2-block models of width 32 to 64" in section and "`min_class_count` = 2 times" in section
+    )
+    assert "figure `token_collapse` missing" in section

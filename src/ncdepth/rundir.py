@@ -18,9 +18,10 @@ Every writer (``ncdepth-train``, ``ncdepth-ufm``, ``ncdepth-kernels``) and every
 ``kernels.csv``             (``ncdepth-kernels``) tidy rows of :data:`KERNELS_COLUMNS`
 ``kernels.log``             (``ncdepth-kernels``) the job's log
 ``ufm.csv``, ``ufm.log``    (``ncdepth-ufm``) the tidy trace ``step,metric,value`` and the job's log
+``lm.log``                  (``ncdepth-lm``) the job's log (its results: ``metrics.csv``, ``summary.json``)
 ==========================  ==========================================================================
 
-Each app (:data:`APPS`: ``train``, ``ufm``, ``kernels``, named by ``status.json``'s ``app``) has
+Each app (:data:`APPS`: ``train``, ``ufm``, ``kernels``, ``lm``, named by ``status.json``'s ``app``) has
 its :data:`RESULT_FILES`, written once the job's work is done, and its log (:data:`APP_LOGS`).
 
 **Atomic writes.** :func:`atomic_write` writes a temporary file in the same directory, flushes and
@@ -86,17 +87,21 @@ KERNELS_LOG = "kernels.log"
 UFM_TRACE_FILE = "ufm.csv"
 UFM_TRACE_COLUMNS = ("step", "metric", "value")
 UFM_LOG = "ufm.log"
+LM_LOG = "lm.log"
 
-TRAIN, UFM, KERNELS = "train", "ufm", "kernels"
-APPS = (TRAIN, UFM, KERNELS)
-"""The apps writing run directories: ``ncdepth-train``, ``ncdepth-ufm``, ``ncdepth-kernels``."""
+TRAIN, UFM, KERNELS, LM = "train", "ufm", "kernels", "lm"
+APPS = (TRAIN, UFM, KERNELS, LM)
+"""The apps writing run directories: ``ncdepth-train``, ``ncdepth-ufm``, ``ncdepth-kernels``, ``ncdepth-lm``."""
+MEASURING_APPS = (TRAIN, LM)
+"""The apps whose runs measure a network while it trains into ``metrics.csv`` (the callback's)."""
 RESULT_FILES = {
     TRAIN: (METRICS_FILE, SUMMARY_FILE),
+    LM: (METRICS_FILE, SUMMARY_FILE),
     UFM: (UFM_TRACE_FILE, SUMMARY_FILE),
     KERNELS: (KERNELS_FILE, SUMMARY_FILE),
 }
 """Per app, the files a finished job holds, its main table first."""
-APP_LOGS = {TRAIN: RUN_LOG, UFM: UFM_LOG, KERNELS: KERNELS_LOG}
+APP_LOGS = {TRAIN: RUN_LOG, UFM: UFM_LOG, KERNELS: KERNELS_LOG, LM: LM_LOG}
 
 RUNNING, FINISHED, FAILED, REQUEUED = "running", "finished", "failed", "requeued"
 STATES = (RUNNING, FINISHED, FAILED, REQUEUED)
@@ -362,6 +367,8 @@ def run_app(run_dir: str | Path, job_name: str | None = None) -> str:
     for candidate in (UFM, KERNELS):
         if (path / RESULT_FILES[candidate][0]).is_file() or (path / APP_LOGS[candidate]).is_file():
             return candidate
+    if (path / LM_LOG).is_file():  # its result files are named like ncdepth-train's
+        return LM
     return job_name if job_name in APPS else TRAIN
 
 

@@ -14,7 +14,8 @@ adds effective depths and final accuracies) and ``figures/*.png|pdf`` (named aft
 (``ncdepth/conf/experiment/bound*.yaml``, varying ``data.extra_label_noise``) also ``bound.csv`` and
 ``figures/generalization_bound.png|pdf`` (:mod:`ncdepth.report.bound`). An ``ncdepth-kernels``
 sweep gets the kernel tables and figures (:mod:`ncdepth.report.kernels`), an ``ncdepth-ufm`` sweep
-the UFM table, summary (printed) and figure (:mod:`ncdepth.report.ufm`). Jobs that failed, are
+the UFM table, summary (printed) and figure (:mod:`ncdepth.report.ufm`), an ``ncdepth-lm`` sweep the
+tidy table, ``runs.csv`` and the token-level table and figure (:mod:`ncdepth.report.tokens`). Jobs that failed, are
 running, requeued, were interrupted or never started are listed, never fatal; a figure the sweep
 cannot support is skipped with a note. Exits 2 when ``SWEEP_DIR`` does not exist or holds neither a ``multirun.yaml`` that
 expands nor a run directory.
@@ -44,8 +45,9 @@ from ncdepth.report.collect import Sweep
 from ncdepth.report.kernels import write_kernel_report
 from ncdepth.report.style import NothingToPlot, save_figure
 from ncdepth.report.tables import TABLE_FORMATS, parse_formats, write_runs
+from ncdepth.report.tokens import write_token_report
 from ncdepth.report.ufm import write_ufm_report
-from ncdepth.rundir import KERNELS, UFM
+from ncdepth.rundir import KERNELS, LM, UFM
 
 DEFAULT_OUT_SUBDIR = "report"
 FIGURES_SUBDIR = "figures"
@@ -113,6 +115,8 @@ def _report(args: argparse.Namespace, out: Path) -> int:
     elif sweep.app == UFM:
         written = [*write_ufm_report(sweep, out), write_runs(runs, out)]
         print(written[1].read_text(), end="")  # the UFM summary
+    elif sweep.app == LM:
+        written = [*write_tables(tidy_table(sweep), runs, out, args.format), *write_token_report(sweep, out)]
     else:
         written = training_report(sweep, runs, out, args.format, args.bound_alpha)
     for path in written:

@@ -51,6 +51,7 @@ from ncdepth.rundir import (
     CONFIG_FILE,
     HYDRA_CONFIG_FILE,
     JOB_STATES,
+    MEASURING_APPS,
     METRIC_COLUMNS,
     METRICS_FILE,
     NOT_STARTED,
@@ -259,14 +260,14 @@ def load_run(run_dir: str | Path, sweep_dir: str | Path) -> Run:
     app = run_app(path, job.get("name"))
     overrides_file = path / OVERRIDES_FILE
     overrides = parse_overrides(_string_list(overrides_file)) if overrides_file.exists() else {}
-    metrics, problem = _try_read_metrics(path / METRICS_FILE) if app == TRAIN else (None, "")
+    metrics, problem = _try_read_metrics(path / METRICS_FILE) if app in MEASURING_APPS else (None, "")
     summary = read_json(path / SUMMARY_FILE)
     logs = []
     submitit_logs = path.parent / SUBMITIT_DIR / str(job.get("id"))
     if "id" in job and submitit_logs.is_dir():  # Slurm: the array task's <job id>_<task id>
         logs.append(submitit_logs)
     last = int(metrics["epoch"].max()) if metrics is not None and len(metrics) else None
-    progress = f"last measured epoch: {last}" if app == TRAIN else ""
+    progress = f"last measured epoch: {last}" if app in MEASURING_APPS else ""
     status, reason = classify(path, app, problems=[problem] if problem else [], logs=logs, progress=progress)
     return Run(path, name, job.get("num"), app, status, reason, overrides, config, metrics, summary)
 

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from ncdepth.report.collect import TABLE_COLUMNS, Run, Sweep
-from ncdepth.rundir import TRAIN
+from ncdepth.rundir import MEASURING_APPS
 
 TABLE_FORMATS = ("csv", "parquet")
 REPORT_STEM = "report"
@@ -44,7 +44,7 @@ def tidy_table(sweep: Sweep) -> pd.DataFrame:
 def runs_table(sweep: Sweep) -> pd.DataFrame:
     """One row per job: ``run, job`` (the Hydra job number, empty when unknown), ``app, status,
     reason`` (:data:`ncdepth.rundir.APPS`, :data:`ncdepth.rundir.JOB_STATES`), the swept keys; for
-    an ``ncdepth-train`` sweep then ``last_epoch`` (last measured epoch), ``effective_depth@EPS``
+    an ``ncdepth-train`` or ``ncdepth-lm`` sweep then ``last_epoch`` (last measured epoch), ``effective_depth@EPS``
     for every threshold in any ``summary.json``, ``final_acc_SPLIT`` (the network's final accuracy
     per split) and ``terminal_phase_epoch``."""
     rows = []
@@ -57,12 +57,12 @@ def runs_table(sweep: Sweep) -> pd.DataFrame:
             "reason": run.reason,
         }
         row.update(sweep.values[run.name])
-        if sweep.app == TRAIN:
+        if sweep.app in MEASURING_APPS:
             row.update(_training_results(run))
         rows.append(row)
     head = ["run", "job", "app", "status", "reason", *sweep.swept_keys]
-    table = pd.DataFrame(rows, columns=head) if sweep.app != TRAIN else pd.DataFrame(rows)
-    if sweep.app != TRAIN:
+    table = pd.DataFrame(rows, columns=head) if sweep.app not in MEASURING_APPS else pd.DataFrame(rows)
+    if sweep.app not in MEASURING_APPS:
         return table.astype({"job": "Int64"})
     depths = sorted(
         (column for column in table.columns if column.startswith("effective_depth@")),

@@ -272,6 +272,8 @@ class NeuralCollapseCallback(pl.Callback):
             "pool": self.settings.pool,
             "full_covariance_max_dim": self.settings.full_covariance_max_dim,
             "measures": self.settings.measures,
+            "empty_classes": self.settings.empty_classes,
+            "min_class_count": self.settings.min_class_count,
             "layer_weights": {} if network.model is None else linear_inputs(network.model),
         }
         train = NeuralCollapse(network.num_classes, **options).to(device)

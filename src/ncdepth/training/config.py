@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from numbers import Real
 
+from ncdepth.metrics.functional import EMPTY_CLASS_POLICIES
 from ncdepth.metrics.registry import DEFAULT_EXTRA, check_measures
 from ncdepth.validation import check_bool, check_choice, check_int, check_number, is_list
 
@@ -136,7 +137,9 @@ class AnalysisConfig:
     skips the forward pass. ``pool`` (``"flatten"`` or ``"avg"``) is the callback's one pooling
     setting: it pools tapped layers (``LayerTap``) and the layers of feature functions and ncdepth
     models (``NeuralCollapse``) alike. ``full_covariance_max_dim`` and ``measures`` (the extra metrics of
-    ``ncdepth.metrics.registry``, by name) go to ``NeuralCollapse``.
+    ``ncdepth.metrics.registry``, by name) go to ``NeuralCollapse``, and so do ``empty_classes``
+    (``"error"``, ``"nan"`` or ``"drop"``) and ``min_class_count``, for label sets of which a split
+    holds only a part (token level: ``"drop"``; not in ``train.yaml``, ``+nc.empty_classes=drop``).
     """
 
     every_n_epochs: int = 5
@@ -145,6 +148,8 @@ class AnalysisConfig:
     pool: str = "flatten"
     full_covariance_max_dim: int = 0
     measures: tuple[str, ...] = DEFAULT_EXTRA
+    empty_classes: str = "error"
+    min_class_count: int = 1
 
     def __post_init__(self) -> None:
         check_int("nc.every_n_epochs", self.every_n_epochs, minimum=1)
@@ -160,6 +165,8 @@ class AnalysisConfig:
         check_choice("nc.pool", self.pool, POOLS)
         check_int("nc.full_covariance_max_dim", self.full_covariance_max_dim, minimum=0)
         object.__setattr__(self, "measures", check_measures(list(self.measures), "nc.measures"))
+        check_choice("nc.empty_classes", self.empty_classes, EMPTY_CLASS_POLICIES)
+        check_int("nc.min_class_count", self.min_class_count, minimum=1)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from functools import partial
 from ncdepth.report.reproductions import sections
 from ncdepth.report.reproductions.collapse_criteria import (
     FRAME_REACHED,
+    TOKEN_VARIABILITY,
     UFM_DISTANCE_REACHED,
 )
 from ncdepth.report.reproductions.criteria import BUILDUP_TOLERANCE, MONOTONE_STEP, PLATEAU_SPREAD
@@ -22,6 +23,7 @@ APPS = {
     "experiment": "ncdepth-train",
     "kernels_experiment": "ncdepth-kernels",
     "ufm_experiment": "ncdepth-ufm",
+    "lm_experiment": "ncdepth-lm",
 }
 """The command of each config group of experiments."""
 
@@ -29,6 +31,7 @@ GALANTI = "Galanti, Galanti & Ben-Shaul (2023): intermediate NCC separability an
 PAPYAN = "Papyan, Han & Donoho (2020): neural collapse in the terminal phase"
 KOTHAPALLI = "Kothapalli & Tirer (2024): kernel vs kernel NC1 in two-layer networks"
 DANG = "Dang et al. (2023): neural collapse in deep linear networks"
+WU = "Wu & Papyan (2024): linguistic collapse in causal language models"
 
 TERMINAL_PHASE = {sections.TRAIN_ERROR: 0.0, sections.NCC_ERROR: 0.01, sections.TRAIN_LOSS: 0.05}
 """Galanti's precondition, the terminal phase: the run fits the labels it was given (train error 0),
@@ -209,5 +212,20 @@ CLAIMS = (
             ("balanced", "deep_linear", "orthogonal frame"),
             ("imbalanced", "deep_linear_imbalanced", "general orthogonal frame of the closed form"),
         )
+    ),
+    Claim(
+        WU,
+        "Token-level collapse grows with training and with width",
+        "Trained as a causal language model, with each position's next token as its class (most of the "
+        "vocabulary rare), the top layer's token states collapse further the longer the model trains and the "
+        "larger it is: the within-class variability relative to the distance between class means falls.",
+        f"at every width, the mean {TOKEN_VARIABILITY.upper()} of the classifier's layer (ln_f) over seeds is "
+        "lower at the last epoch than at the first analysis after initialisation, and its final mean falls "
+        f"strictly from each width to the next wider one, at least {MIN_SEEDS} seeds per width; one width "
+        "alone is not informative.",
+        "lm_experiment",
+        "repro",
+        None,
+        sections.wu_papyan,
     ),
 )

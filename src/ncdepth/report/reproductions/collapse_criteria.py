@@ -1,5 +1,5 @@
-"""The criteria of the neural-collapse claims — Papyan, Han & Donoho (2020), Kothapalli & Tirer (2024) and
-Dang et al. (2023): functions of a sweep's tables returning a
+"""The criteria of the neural-collapse claims — Papyan, Han & Donoho (2020), Kothapalli & Tirer (2024),
+Dang et al. (2023) and Wu & Papyan (2024): functions of a sweep's tables returning a
 :class:`~ncdepth.report.reproductions.verdicts.Verdict` with the numbers it rests on. (Galanti, Galanti
 & Ben-Shaul's effective-depth criteria are in :mod:`.criteria`.)
 
@@ -154,3 +154,30 @@ def frame_reached(final: pd.DataFrame) -> Verdict:
         bool(reached.all()), f"layers at the predicted frame: {int(reached.sum())} of {len(reached)}"
     )
     return on_seeds(final.groupby(DEPTH_LINEAR)["run"].nunique(), verdict)
+
+
+# -- Wu & Papyan (2024) -----------------------------------------------------------------------------
+
+TOKEN_VARIABILITY = "cdnv"
+"""The variability measure of token-level collapse: the mean CDNV over the next-token classes present
+(with more classes than dimensions, NC1's trace ratio shrinks by about d / C whatever the geometry)."""
+
+
+def token_collapse_grows(finals: pd.DataFrame) -> Verdict:
+    """Token-level collapse grows with training and with scale: ``finals`` has one row per run with
+    ``width``, ``start`` (the classifier layer's CDNV at the first analysis after initialisation) and
+    ``end`` (at the last epoch). Reproduced when, at every width, the mean ``end`` is below the mean
+    ``start`` (training), and the mean ``end`` falls strictly from each width to the next wider one
+    (scale). Not informative with a single width; at least
+    :data:`~ncdepth.report.reproductions.verdicts.MIN_SEEDS` seeds per width."""
+    means = finals.groupby("width")[["start", "end"]].mean().sort_index()
+    if len(means) < 2:
+        return Verdict(NOT_INFORMATIVE, "one width only: the effect of scale cannot be judged")
+    with_training = bool((means["end"] < means["start"]).all())
+    with_scale = bool((means["end"].diff().dropna() < 0).all())
+    evidence = "; ".join(f"width {width}: {row.start:.3f} → {row.end:.3f}" for width, row in means.iterrows())
+    evidence += (
+        f" (falls with training at every width: {'yes' if with_training else 'no'}; "
+        f"final value falls with width: {'yes' if with_scale else 'no'})"
+    )
+    return on_seeds(finals.groupby("width").size(), holds(with_training and with_scale, evidence))

@@ -22,10 +22,11 @@ PAGE = "reproductions.md"
 
 INTRO = f"""# Reproductions
 
-Each seed paper's headline claim, re-measured at CPU scale on the embedded data sets by one script:
+Each seed paper's headline claim, and one beyond them (token-level collapse in a language model, Wu & Papyan
+2024), re-measured at CPU scale on embedded data by one script:
 
 ```bash
-scripts/reproduce.sh                     # every sweep below (about 2 hours on 2 cores), then this page
+scripts/reproduce.sh                     # every sweep below (about 3 hours, one job at a time), then this page
 python scripts/write_reproductions.py    # this page again from the finished sweeps
 ```
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from ncdepth.models.causal_lm import CLASSIFIER_LAYER
 from ncdepth.report.bound import BOUND_FILE
 from ncdepth.report.kernels import TABLE_STEM
 from ncdepth.report.reproductions.collapse_criteria import (
@@ -25,11 +26,13 @@ from ncdepth.report.reproductions.collapse_criteria import (
     FRAME_REACHED,
     GEOMETRY,
     LAST_LAYER_METRICS,
+    TOKEN_VARIABILITY,
     adaptive_below_nngp,
     frame_reached,
     ntk_not_below_nngp,
     orderings_under_imbalance,
     terminal_collapse,
+    token_collapse_grows,
     ufm_matches_closed_form,
 )
 from ncdepth.report.reproductions.criteria import (
@@ -49,6 +52,8 @@ from ncdepth.report.reproductions.verdicts import (
 )
 from ncdepth.report.style import MAX_HEIGHT, PAGE_WIDTH, fits_page, image_size_inches, readable
 from ncdepth.report.tables import REPORT_STEM
+from ncdepth.report.tokens import FIGURE_STEM as TOKEN_FIGURE
+from ncdepth.report.tokens import REPORT_FILE as TOKEN_FILE
 from ncdepth.report.ufm import REPORT_FILE as UFM_FILE
 
 if TYPE_CHECKING:
@@ -563,3 +568,73 @@ def dang_network(claim: Claim, sweep: SweepReport, gallery: Gallery, imbalanced:
             )
         )
     return "\n\n".join(parts)
+
+
+# -- Wu & Papyan (2024) -----------------------------------------------------------------------------
+
+
+def wu_papyan(claim: Claim, sweep: SweepReport, gallery: Gallery) -> str:
+    """Per width: the classifier layer's CDNV at the first analysis after initialisation and at the last
+    epoch, every block's final CDNV, the network's final train and test accuracy, the final NC4, NCC accuracy
+    and number of next-token classes measured (intervals over seeds), then
+    :func:`~ncdepth.report.reproductions.collapse_criteria.token_collapse_grows`."""
+    table = sweep.table(TOKEN_FILE)
+    if table.empty:
+        return "*(no finished run)*"
+    table = table.astype({"run": str})
+    runs = sweep.finished().astype({"run": str})
+    start = int(table.loc[table["epoch"] > 0, "epoch"].min())
+    top = table[table["layer"] == CLASSIFIER_LAYER]
+    last = top.groupby("run")["epoch"].transform("max")
+    finals = (
+        top[top["epoch"] == start][["run", "width", TOKEN_VARIABILITY]]
+        .rename(columns={TOKEN_VARIABILITY: "start"})
+        .merge(
+            top[top["epoch"] == last][["run", TOKEN_VARIABILITY]].rename(columns={TOKEN_VARIABILITY: "end"})
+        )
+    )
+    final_rows = table[table["epoch"] == table.groupby("run")["epoch"].transform("max")]
+    layers = list(dict.fromkeys(final_rows["layer"]))
+    rows = []
+    for width, group in finals.groupby("width"):
+        finished = final_rows[final_rows["width"] == width]
+        row = {
+            "width d": width,
+            "seeds": len(group),
+            f"CDNV ln_f, epoch {start}": interval_text(group["start"], 3, low=0),
+        }
+        row[f"CDNV ln_f, epoch {int(finished['epoch'].max())}"] = interval_text(group["end"], 3, low=0)
+        for layer in layers:
+            if layer != CLASSIFIER_LAYER:
+                row[f"final CDNV {layer}"] = interval_text(
+                    finished.loc[finished["layer"] == layer, "cdnv"], 3, low=0
+                )
+        at_top = finished[finished["layer"] == CLASSIFIER_LAYER]
+        accuracy = runs[runs["run"].isin(group["run"])]
+        row["network accuracy, train"] = interval_text(accuracy["final_acc_train"], 3, low=0, high=1)
+        row["network accuracy, test"] = interval_text(accuracy["final_acc_test"], 3, low=0, high=1)
+        row["final NC4"] = interval_text(at_top["nc4"], 3, low=0, high=1)
+        row["final NCC accuracy"] = interval_text(at_top["ncc_acc"], 3, low=0, high=1)
+        row["classes measured"] = f"{int(at_top['num_classes_present'].median()):,}"
+        rows.append(row)
+    widths = sorted(table["width"].unique())
+    depth, min_count = (
+        ", ".join(map(str, sorted(table[key].unique()))) for key in ("depth", "min_class_count")
+    )
+    return "\n\n".join(
+        [
+            "Train split, every position a sample labelled by its next token; a token is a class of the split "
+            f"when it is a next token at least `min_class_count` = {min_count} times (the others are dropped, "
+            '`empty_classes="drop"`). The paper\'s scale (TinyStories, models up to hundreds of millions of '
+            f"parameters, on GPUs) is not reached here: these are {depth}-block models of width {widths[0]} to "
+            f"{widths[-1]}.",
+            markdown_table(pd.DataFrame(rows)),
+            token_collapse_grows(finals).markdown(),
+            gallery.figure(
+                sweep,
+                TOKEN_FIGURE,
+                "Token-level collapse over training and across blocks (CDNV on a log scale; NC4 the share of "
+                "tokens where the network's prediction differs from the nearest class mean's)",
+            ),
+        ]
+    )
