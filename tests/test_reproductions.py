@@ -4,6 +4,7 @@ each verdict."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ncdepth.report.reproductions.claims import CLAIMS
+from ncdepth.report.reproductions.claims import APPS, CLAIMS
 from ncdepth.report.reproductions.collapse_criteria import (
     LAST_LAYER_METRICS,
     adaptive_below_nngp,
@@ -538,3 +539,35 @@ def test_the_token_section_reads_the_report_table(tmp_path: Path) -> None:
         "these are 2-block models of width 32 to 64" in section and "`min_class_count` = 2 times" in section
     )
     assert "figure `token_collapse` missing" in section
+
+
+def test_reproduce_sh_passes_its_overrides_to_every_sweep(tmp_path: Path) -> None:
+    """``scripts/reproduce.sh OUT OVERRIDE...`` with stand-in commands that record their arguments: every
+    sweep gets ``+GROUP=EXPERIMENT``, its directory under OUT and the overrides before ``-m``, then the
+    page is written from OUT."""
+    bin_dir, out, calls = tmp_path / "bin", tmp_path / "out", tmp_path / "calls"
+    bin_dir.mkdir()
+    for app in ("ncdepth-train", "ncdepth-kernels", "ncdepth-ufm", "ncdepth-lm", "ncdepth-report"):
+        (bin_dir / app).write_text(f'#!/bin/sh\necho "{app} $*" >> {calls}\n')
+    python = (
+        f'#!/bin/sh\nif [ "$1" = -m ]; then exec {sys.executable} "$@"; fi\necho "python $*" >> {calls}\n'
+    )
+    (bin_dir / "python").write_text(python)
+    for command in bin_dir.iterdir():
+        command.chmod(0o755)
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "reproduce.sh"), str(out), "hydra/launcher=cpu_pool", "seed=0"],
+        env={**os.environ, "NCDEPTH_BIN": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = calls.read_text().splitlines()
+    sweeps = [line for line in lines if line.split()[0] in APPS.values()]
+    assert sorted(sweeps) == sorted(
+        f"{APPS[claim.group]} +{claim.group}={claim.experiment} hydra.sweep.dir={out}/{claim.sweep} "
+        "hydra/launcher=cpu_pool seed=0 -m"
+        for claim in CLAIMS
+    )
+    assert lines[-1] == f"python scripts/write_reproductions.py {out}"

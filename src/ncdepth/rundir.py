@@ -1,6 +1,6 @@
 """The run directory: one module owns its file names, its formats and the rules for writing it.
 
-Every writer (``ncdepth-train``, ``ncdepth-ufm``, ``ncdepth-kernels``) and every reader
+Every writer (``ncdepth-train``, ``ncdepth-ufm``, ``ncdepth-kernels``, ``ncdepth-lm``) and every reader
 (``ncdepth-report``) imports the names below, so they agree by construction. A run directory holds
 
 ==========================  ==========================================================================
