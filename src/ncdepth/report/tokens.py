@@ -8,7 +8,7 @@ classifier's layer ``ln_f``, ``nc3`` and ``nc4``.
 
 ``figures/token_collapse.png`` / ``.pdf`` (one grid at most 7.2 in wide): ``cdnv`` of ``ln_f`` against
 epoch (log scale), the final ``cdnv`` of every block against depth, and ``nc4`` of ``ln_f`` against epoch; one
-colour per width, lines the means over seeds, dots the seeds.
+colour per model (width and depth), lines the means over seeds, dots the seeds.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ FIGURE_STEM = "token_collapse"
 FIGURES_SUBDIR = "figures"
 METRICS = ("cdnv", "nc2_equinorm", "ncc_acc", "num_classes_present", "nc3", "nc4")
 KEYS = ("width", "depth", "min_class_count", "seed")
+MODEL = ("width", "depth")
+"""The keys that tell one model from another: one colour each in the figure."""
 
 
 def token_table(sweep: Sweep) -> pd.DataFrame:
@@ -56,7 +58,7 @@ def token_table(sweep: Sweep) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     table = pd.concat(frames, ignore_index=True).reindex(columns=columns)
     depth_order = table["layer"].map(_layers(table).index).rename("depth_order")
-    ordered = table.assign(depth_order=depth_order).sort_values(["width", "seed", "epoch", "depth_order"])
+    ordered = table.assign(depth_order=depth_order).sort_values([*MODEL, "seed", "epoch", "depth_order"])
     return ordered.drop(columns="depth_order").reset_index(drop=True)
 
 
@@ -71,41 +73,33 @@ def token_figure(table: pd.DataFrame) -> Figure:
     """The figure of the module docstring; raises :class:`NothingToPlot` without finished runs."""
     if table.empty:
         raise NothingToPlot("no finished run")
-    widths = sorted(table["width"].unique())
     layers = _layers(table)
-    seeds = table.groupby("width")["seed"].nunique()
     final = table[table["epoch"] == table.groupby("run")["epoch"].transform("max")]
     top = table[table["layer"] == CLASSIFIER_LAYER]
+    models = table.groupby(list(MODEL))["seed"].nunique()  # seeds per (width, depth)
     figure, axes = grid_figure(3, columns=3)
     over_epochs, over_depth, agreement = flat_axes(axes)
-    for index, width in enumerate(widths):
-        colour = group_colour(index, len(widths))
+    handles = []
+    for index, ((width, depth), seeds) in enumerate(models.items()):
+        colour = group_colour(index, len(models))
         for ax, metric in ((over_epochs, "cdnv"), (agreement, "nc4")):
-            rows = top[top["width"] == width]
+            rows = top[(top["width"] == width) & (top["depth"] == depth)]
             means = seed_mean(rows, ["epoch"], metric)
             ax.plot(means["epoch"], means["mean"], color=colour, marker="o", markersize=3)
             seed_points(ax, rows["epoch"], rows[metric], colour)
-        rows = final[final["width"] == width].assign(position=lambda f: f["layer"].map(layers.index))
+        rows = final[(final["width"] == width) & (final["depth"] == depth)]
+        rows = rows.assign(position=rows["layer"].map(layers.index))
         means = seed_mean(rows, ["position"], "cdnv")
         over_depth.plot(means["position"], means["mean"], color=colour, marker="o", markersize=3)
         seed_points(over_depth, rows["position"], rows["cdnv"], colour)
+        label = f"width {width}, {depth} blocks (mean of {seeds} seeds)"
+        handles.append(Line2D([], [], color=colour, marker="o", markersize=3, label=label))
     over_epochs.set(title="ln_f: CDNV over training", xlabel="epoch", ylabel="CDNV (train tokens)")
     agreement.set(title="ln_f: NC4 over training", xlabel="epoch", ylabel="NC4: network ≠ NCC")
     over_depth.set(title="CDNV per block, last epoch", xlabel="layer", ylabel="CDNV (train tokens)")
     over_depth.set_xticks(range(len(layers)), [layer.replace("blocks.", "block ") for layer in layers])
     log_axis(over_epochs, None)  # initialisation is far above the rest; the last epoch's blocks are close
     figure.suptitle("Token-level collapse of a causal LM on Python's topic help (classes: next tokens)")
-    handles = [
-        Line2D(
-            [],
-            [],
-            color=group_colour(i, len(widths)),
-            marker="o",
-            markersize=3,
-            label=f"width {width} (mean of {seeds[width]} seeds)",
-        )
-        for i, width in enumerate(widths)
-    ]
     legend_below(figure, [*handles, seed_handle()])
     return figure
 
